@@ -1,0 +1,2 @@
+//! The Argo Workflow runner.
+#![deny(missing_docs)]

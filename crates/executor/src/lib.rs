@@ -1,0 +1,2 @@
+//! The executor: pull a runner image, prepare an OCI bundle, run it with an OCI runtime.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! A fake Kubernetes API server for tests.
+#![deny(missing_docs)]
