@@ -1,1 +1,7 @@
-fn main() {}
+//! The `executor` binary: parses flags, sets up logging and calls the library.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

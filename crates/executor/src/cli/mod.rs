@@ -1,0 +1,131 @@
+//! Command-line interface: one module per subcommand, each a thin layer over the library.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod bundle;
+mod gc;
+mod images;
+mod pack;
+mod pull;
+mod run;
+mod runtime;
+
+/// Exit code when the executor itself failed (podman's convention).
+pub const EXIT_EXECUTOR_FAILED: u8 = 125;
+
+/// Pull runner images, prepare OCI bundles and run them with an OCI runtime.
+#[derive(Debug, Parser)]
+#[command(name = "executor", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Root of the executor's state: content store, snapshots, runs.
+    #[arg(
+        long,
+        global = true,
+        env = "EXECUTOR_ROOT",
+        default_value = "/var/lib/executor"
+    )]
+    pub root: PathBuf,
+    /// Log format: `text` for people, `json` for machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level or filter (`info`, `debug`, `executor=trace`); `RUST_LOG` also works.
+    #[arg(long, global = true, env = "EXECUTOR_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull an image into the content store.
+    Pull(pull::Args),
+    /// List stored images.
+    Images(images::ImagesArgs),
+    /// Remove an image reference from the store.
+    Rmi(images::RmiArgs),
+    /// Delete blobs and snapshots that no image reference needs.
+    Prune(images::PruneArgs),
+    /// Write an OCI bundle (rootfs + config.json) for an image.
+    Bundle(bundle::Args),
+    /// Run a runner image: pull, bundle, run, report, clean up.
+    Run(run::Args),
+    /// Pack files (a runner binary) into an image in an OCI image layout.
+    Pack(pack::Args),
+    /// Clean up what interrupted runs left behind.
+    Gc(gc::Args),
+    /// The embedded OCI runtime (youki's libcontainer) as a runtime CLI; used by
+    /// the executor itself, which re-executes into it so that it forks from a
+    /// single-threaded process.
+    #[command(hide = true)]
+    Runtime(runtime::Args),
+}
+
+/// Parses the command line, runs the subcommand and maps errors to exit code 125.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The embedded runtime must stay single-threaded: no logging threads, no tokio.
+    if let Command::Runtime(args) = cli.command {
+        return runtime::run(&cli.global, args);
+    }
+    init_logging(&cli.global);
+    let result = match cli.command {
+        Command::Pull(args) => pull::run(&cli.global, args),
+        Command::Images(args) => images::images(&cli.global, args),
+        Command::Rmi(args) => images::rmi(&cli.global, args),
+        Command::Prune(args) => images::prune(&cli.global, args),
+        Command::Bundle(args) => bundle::run(&cli.global, args),
+        Command::Run(args) => run::run(&cli.global, args),
+        Command::Pack(args) => pack::run(&cli.global, args),
+        Command::Gc(args) => gc::run(&cli.global, args),
+        Command::Runtime(_) => unreachable!("handled above"),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One line, the whole chain of causes: `executor: while pulling X: ...`.
+            eprintln!("executor: {err:#}");
+            ExitCode::from(EXIT_EXECUTOR_FAILED)
+        }
+    }
+}
+
+fn init_logging(global: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&global.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match global.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs a future on a fresh multi-threaded tokio runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start async runtime: {e}"))?;
+    Ok(rt.block_on(future))
+}
