@@ -1,2 +1,8 @@
 //! The executor: pull a runner image, prepare an OCI bundle, run it with an OCI runtime.
 #![deny(missing_docs)]
+
+pub mod lifecycle;
+pub mod report;
+pub mod run;
+pub mod runs;
+pub mod runtime;

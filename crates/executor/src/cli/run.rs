@@ -1,13 +1,127 @@
 //! `executor run`.
 
 use super::GlobalArgs;
+use anyhow::Context as _;
+use executor::lifecycle::{self, LifecycleOptions};
+use executor::report::{Reporter, ReporterKind};
+use executor::run::{ExistingBundle, Prepare, RunOptions};
+use executor::runtime::RuntimeKind;
+use runner::GoDuration;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
 
 /// Flags of `executor run`.
+///
+/// Exit codes: the runner's own; 124 when it timed out; 125 when the executor
+/// itself failed.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The runner image: a registry reference or `oci-layout:PATH[:TAG|@DIGEST]`.
+    #[arg(required_unless_present = "bundle", conflicts_with = "bundle")]
+    image: Option<String>,
+    /// Run a prepared OCI bundle directory as is instead of an image (its `out/`
+    /// holds artifacts, `status/status.json` the runner's status); for debugging runtimes.
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
+    /// OCI runtime: `embedded` (youki's libcontainer, built in), `runc`, `crun`,
+    /// `youki`, or the path of a runc-compatible CLI.
+    #[arg(long, default_value = "embedded", value_parser = parse_runtime)]
+    runtime: RuntimeKind,
+    /// The runner context file (YAML), mounted read-only at /runner-context.
+    #[arg(long, value_name = "FILE")]
+    context: Option<PathBuf>,
+    /// The runner args file, mounted read-only at /runner-args.
+    #[arg(long, value_name = "FILE")]
+    args: Option<PathBuf>,
+    /// Copy the artifacts the runner wrote to /out into this directory.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// Stop the runner after this long (Go duration: `90s`, `1h30m`; `0` for none);
+    /// overrides the context's `timeout`.
+    #[arg(long)]
+    timeout: Option<GoDuration>,
+    /// Grace period between SIGTERM and SIGKILL when stopping the runner.
+    #[arg(long, default_value = "10s")]
+    stop_timeout: GoDuration,
+    /// Network of the runner: `none` (loopback only) or `host`.
+    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    network: String,
+    /// Extra environment variable for the runner (repeatable).
+    #[arg(long, value_name = "K=V")]
+    env: Vec<String>,
+    /// Extra bind mount for the runner (repeatable).
+    #[arg(long, value_name = "SRC:DST[:ro]")]
+    mount: Vec<String>,
+    /// Kubeconfig for runners that talk to Kubernetes: mounted read-only with the
+    /// certificate files it names, `KUBECONFIG` set.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Where the outcome goes: `none`, `stdout` (JSON), `file:PATH`, `k8s-secret`.
+    #[arg(long, default_value = "none")]
+    status_reporter: ReporterKind,
+    /// When to pull the image: `always`, `missing` or `never`.
+    #[arg(long, default_value = "missing", value_parser = ["always", "missing", "never"])]
+    pull: String,
+}
+
+fn parse_runtime(value: &str) -> Result<RuntimeKind, String> {
+    RuntimeKind::parse(value).map_err(|e| e.to_string())
+}
 
 /// Runs `executor run`.
-pub fn run(_global: &GlobalArgs, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("executor run is not implemented yet")
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let context = args
+        .context
+        .as_deref()
+        .map(|path| -> anyhow::Result<runner::Context> {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("while reading runner context {}", path.display()))?;
+            serde_norway::from_reader(file)
+                .with_context(|| format!("invalid runner context {}", path.display()))
+        })
+        .transpose()?;
+    let timeout = args
+        .timeout
+        .or(context.as_ref().map(|c| c.timeout))
+        .and_then(GoDuration::as_limit);
+    let reporter = match &args.status_reporter {
+        ReporterKind::None => Reporter::None,
+        ReporterKind::Stdout => Reporter::Stdout,
+        ReporterKind::File(path) => Reporter::File(path.clone()),
+        ReporterKind::K8sSecret => anyhow::bail!(
+            "status reporter k8s-secret is not available in this build (needs the runner SDK's Kubernetes Secret reporter)"
+        ),
+    };
+    let opts = RunOptions {
+        runtime: args.runtime.clone(),
+        lifecycle: LifecycleOptions {
+            timeout,
+            stop_timeout: args.stop_timeout.0,
+        },
+        output_dir: args.output_dir.clone(),
+        reporter,
+    };
+    let prepare: Box<dyn Prepare> = match (&args.bundle, &args.image) {
+        (Some(bundle), _) => Box::new(ExistingBundle(bundle.clone())),
+        (None, Some(image)) => anyhow::bail!(
+            "cannot run image {image}: this build has no pull and bundle stages yet; use --bundle DIR"
+        ),
+        (None, None) => anyhow::bail!("an image or --bundle DIR is required"),
+    };
+    let root = global.root.clone();
+    let result = super::block_on(async move {
+        let stop = CancellationToken::new();
+        let signal = lifecycle::termination_signal().context("while installing signal handlers")?;
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            signal.await;
+            on_signal.cancel();
+        });
+        executor::run::run(&root, prepare.as_ref(), &opts, stop)
+            .await
+            .context("run failed")
+    })??;
+    // Exit statuses are one byte; runner exit codes and 124 already fit.
+    Ok(ExitCode::from((result.exit_code & 0xff) as u8))
 }
