@@ -202,7 +202,10 @@ impl std::fmt::Debug for Reporter {
             Self::None => f.write_str("None"),
             Self::File(path) => f.debug_tuple("File").field(path).finish(),
             Self::Stdout => f.write_str("Stdout"),
-            Self::Sdk { context, .. } => f.debug_struct("Sdk").field("action", &context.name).finish(),
+            Self::Sdk { context, .. } => f
+                .debug_struct("Sdk")
+                .field("action", &context.name)
+                .finish(),
         }
     }
 }
@@ -265,7 +268,8 @@ mod tests {
 
     #[test]
     fn outcome_of_a_success() {
-        let outcome = Outcome::from_exit(&exit(0, None), Some(serde_json::json!({"phase": "done"})));
+        let outcome =
+            Outcome::from_exit(&exit(0, None), Some(serde_json::json!({"phase": "done"})));
         let json = serde_json::to_value(&outcome).unwrap();
         assert_eq!(
             json,
@@ -287,10 +291,17 @@ mod tests {
         assert!(!failed.succeeded);
         assert_eq!(failed.message, "runner failed: it exited with code 3");
         let killed = Outcome::from_exit(&exit(137, None), None);
-        assert_eq!(killed.message, "runner failed: it was killed by SIGKILL (exit code 137)");
+        assert_eq!(
+            killed.message,
+            "runner failed: it was killed by SIGKILL (exit code 137)"
+        );
         let timed_out = Outcome::from_exit(&exit(137, Some(StopReason::Timeout)), None);
         assert!(timed_out.timed_out && !timed_out.succeeded);
-        assert!(timed_out.message.starts_with("runner timed out"), "{}", timed_out.message);
+        assert!(
+            timed_out.message.starts_with("runner timed out"),
+            "{}",
+            timed_out.message
+        );
         // Exiting 0 after a stop request is still not a success: the work was cut short.
         let stopped = Outcome::from_exit(&exit(0, Some(StopReason::Interrupted)), None);
         assert!(!stopped.succeeded && !stopped.timed_out);
@@ -299,15 +310,24 @@ mod tests {
     #[test]
     fn reporter_flag_values() {
         assert_eq!("none".parse::<ReporterKind>().unwrap(), ReporterKind::None);
-        assert_eq!("stdout".parse::<ReporterKind>().unwrap(), ReporterKind::Stdout);
-        assert_eq!("k8s-secret".parse::<ReporterKind>().unwrap(), ReporterKind::K8sSecret);
+        assert_eq!(
+            "stdout".parse::<ReporterKind>().unwrap(),
+            ReporterKind::Stdout
+        );
+        assert_eq!(
+            "k8s-secret".parse::<ReporterKind>().unwrap(),
+            ReporterKind::K8sSecret
+        );
         assert_eq!(
             "file:/tmp/o.json".parse::<ReporterKind>().unwrap(),
             ReporterKind::File("/tmp/o.json".into())
         );
         for bad in ["file:", "syslog", ""] {
             let err = bad.parse::<ReporterKind>().unwrap_err();
-            assert!(err.to_string().starts_with("unknown status reporter"), "{err}");
+            assert!(
+                err.to_string().starts_with("unknown status reporter"),
+                "{err}"
+            );
         }
     }
 
@@ -317,7 +337,10 @@ mod tests {
         let path = dir.path().join("status.json");
         assert_eq!(read_runner_status(&path).unwrap(), None);
         std::fs::write(&path, "{\"ok\":true}").unwrap();
-        assert_eq!(read_runner_status(&path).unwrap(), Some(serde_json::json!({"ok": true})));
+        assert_eq!(
+            read_runner_status(&path).unwrap(),
+            Some(serde_json::json!({"ok": true}))
+        );
         std::fs::write(&path, "not json").unwrap();
         let err = read_runner_status(&path).unwrap_err();
         assert!(err.to_string().contains("is not JSON"), "{err}");
@@ -343,6 +366,9 @@ mod tests {
             .report(&outcome)
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent-dir/outcome.json"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent-dir/outcome.json"),
+            "{err}"
+        );
     }
 }

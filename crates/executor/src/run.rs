@@ -138,7 +138,11 @@ pub async fn run(
     runs.gc().await;
     let started_at = SystemTime::now();
     let run_dir = runs.create(&opts.runtime)?;
-    tracing::info!(run = run_dir.id(), runtime = opts.runtime.name(), "run created");
+    tracing::info!(
+        run = run_dir.id(),
+        runtime = opts.runtime.name(),
+        "run created"
+    );
     let result = run_in(&run_dir, prepare, opts, &stop).await;
     let removed = run_dir.remove().await;
     let result = match (result, removed) {
@@ -252,8 +256,14 @@ mod tests {
         std::os::unix::fs::symlink("/etc/hostname", from.path().join("leak")).unwrap();
         let dest = to.path().join("artifacts");
         copy_artifacts(from.path(), &dest).unwrap();
-        assert_eq!(std::fs::read_to_string(dest.join("result.txt")).unwrap(), "42");
-        assert_eq!(std::fs::read_to_string(dest.join("logs/run.log")).unwrap(), "ok");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("result.txt")).unwrap(),
+            "42"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join("logs/run.log")).unwrap(),
+            "ok"
+        );
         assert!(std::fs::symlink_metadata(dest.join("leak")).is_err());
     }
 }

@@ -64,11 +64,11 @@ pub enum RunsError {
         /// The container.
         id: String,
         /// The runtime's error.
-        source: RuntimeError,
+        source: Box<RuntimeError>,
     },
 }
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunsError + '_ {
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RunsError + 'a {
     move |source| RunsError::Io {
         op,
         path: path.to_path_buf(),
@@ -228,12 +228,12 @@ async fn collect(dir: &Path) -> Result<bool, RunsError> {
     };
     let record_path = dir.join(RECORD_FILE);
     let record: Option<RunRecord> = match std::fs::read(&record_path) {
-        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|source| {
-            RunsError::Record {
+        Ok(bytes) => Some(
+            serde_json::from_slice(&bytes).map_err(|source| RunsError::Record {
                 path: record_path.clone(),
                 source,
-            }
-        })?),
+            })?,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io("read", &record_path)(e)),
     };
@@ -261,7 +261,7 @@ async fn remove_container(runtime: &CliRuntime, record: &RunRecord) -> Result<()
     let err = |source| RunsError::Runtime {
         run: record.id.clone(),
         id: id.clone(),
-        source,
+        source: Box::new(source),
     };
     // delete --force kills too, but an explicit SIGKILL first makes a runtime that
     // refuses to force-delete a running container still succeed.

@@ -72,9 +72,15 @@ async fn run_bundle(
 ) -> Result<Exit, LifecycleError> {
     let runtime = fx.run.runtime();
     let id = fx.run.record().container_id.clone();
-    let result =
-        lifecycle::run_container(&runtime, &id, bundle.path(), &fx.run.pid_file(), &opts, stop)
-            .await;
+    let result = lifecycle::run_container(
+        &runtime,
+        &id,
+        bundle.path(),
+        &fx.run.pid_file(),
+        &opts,
+        stop,
+    )
+    .await;
     // Whatever happened, the runtime no longer knows the container.
     assert!(!runtime.exists(&id), "container {id} left in the runtime");
     assert_eq!(runtime.state(&id).await.unwrap(), None);
@@ -84,9 +90,14 @@ async fn run_bundle(
 async fn success_exits_zero_and_leaves_no_container(kind: RuntimeKind) {
     let fx = fixture(&kind);
     let bundle = TestBundle::shell("echo hello from the runner");
-    let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(5)), std::future::pending())
-        .await
-        .unwrap();
+    let exit = run_bundle(
+        &fx,
+        &bundle,
+        opts(None, Duration::from_secs(5)),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     assert_eq!(exit.exit_code, 0);
     assert_eq!(exit.stopped, None);
     assert!(exit.finished_at >= exit.started_at);
@@ -95,9 +106,14 @@ async fn success_exits_zero_and_leaves_no_container(kind: RuntimeKind) {
 async fn failing_runner_exit_code_comes_back(kind: RuntimeKind) {
     let fx = fixture(&kind);
     let bundle = TestBundle::shell("echo failing >&2; exit 3");
-    let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(5)), std::future::pending())
-        .await
-        .unwrap();
+    let exit = run_bundle(
+        &fx,
+        &bundle,
+        opts(None, Duration::from_secs(5)),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     assert_eq!(exit.exit_code, 3);
     assert_eq!(exit.stopped, None);
 }
@@ -110,14 +126,21 @@ async fn runner_killed_by_signal_exits_128_plus_n(kind: RuntimeKind) {
     let id = fx.run.record().container_id.clone();
     let killer = async {
         wait_for("the container's pid file", || pid_file.exists()).await;
-        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let state = runtime.state(&id).await.unwrap().expect("container state");
         assert_eq!(state.status, "running");
         assert_eq!(state.pid, Some(pid));
         // From the host, like the OOM killer: PID 1 of the container cannot
         // block it.
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
-            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         std::future::pending::<()>().await
     };
     let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(5)), killer)
@@ -181,14 +204,22 @@ async fn runtime_failure_is_not_a_runner_exit_code(kind: RuntimeKind) {
     let fx = fixture(&kind);
     let bundle = TestBundle::shell("exit 0");
     std::fs::remove_dir_all(bundle.path().join("rootfs")).unwrap();
-    let err = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(5)), std::future::pending())
-        .await
-        .unwrap_err();
+    let err = run_bundle(
+        &fx,
+        &bundle,
+        opts(None, Duration::from_secs(5)),
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, LifecycleError::NotStarted { .. }),
         "expected NotStarted, got {err:?}"
     );
-    assert!(err.to_string().contains("failed to create container"), "{err}");
+    assert!(
+        err.to_string().contains("failed to create container"),
+        "{err}"
+    );
 }
 
 async fn eight_concurrent_runs(kind: RuntimeKind) {
@@ -219,7 +250,11 @@ async fn eight_concurrent_runs(kind: RuntimeKind) {
         let exit = handle.await.unwrap().unwrap();
         assert_eq!(exit.exit_code, 5);
     }
-    assert_eq!(std::fs::read_dir(runs.path()).unwrap().count(), 0, "run dirs left");
+    assert_eq!(
+        std::fs::read_dir(runs.path()).unwrap().count(),
+        0,
+        "run dirs left"
+    );
 }
 
 async fn whole_run_reports_status_and_copies_artifacts(kind: RuntimeKind) {
@@ -246,8 +281,7 @@ async fn whole_run_reports_status_and_copies_artifacts(kind: RuntimeKind) {
     .unwrap();
     assert_eq!(result.exit_code, 0);
     assert!(result.outcome.succeeded);
-    let reported: Outcome =
-        serde_json::from_slice(&std::fs::read(&outcome_file).unwrap()).unwrap();
+    let reported: Outcome = serde_json::from_slice(&std::fs::read(&outcome_file).unwrap()).unwrap();
     assert_eq!(reported, result.outcome);
     assert_eq!(
         reported.runner_status,

@@ -46,15 +46,30 @@ async fn container_pid(root: &Path) -> (PathBuf, i32) {
     })
     .await;
     let pid_file = found.unwrap();
-    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     (pid_file.parent().unwrap().to_path_buf(), pid)
 }
 
 fn assert_nothing_left(root: &Path, run_dir: &Path, container_pid: i32) {
-    assert!(run_dirs(root).is_empty(), "run dirs left: {:?}", run_dirs(root));
+    assert!(
+        run_dirs(root).is_empty(),
+        "run dirs left: {:?}",
+        run_dirs(root)
+    );
     assert!(!run_dir.exists());
-    assert!(!process_alive(container_pid), "container process {container_pid} still alive");
-    assert!(support::mounts_under(root).is_empty(), "mounts left under {}", root.display());
+    assert!(
+        !process_alive(container_pid),
+        "container process {container_pid} still alive"
+    );
+    assert!(
+        support::mounts_under(root).is_empty(),
+        "mounts left under {}",
+        root.display()
+    );
 }
 
 async fn wait_child(child: &mut Child) -> std::process::ExitStatus {
@@ -126,7 +141,14 @@ async fn timed_out_run_exits_124(runtime: &str) {
         root.path(),
         runtime,
         bundle.path(),
-        &["--timeout", "1s", "--stop-timeout", "1s", "--status-reporter", &reporter],
+        &[
+            "--timeout",
+            "1s",
+            "--stop-timeout",
+            "1s",
+            "--status-reporter",
+            &reporter,
+        ],
     )
     .status()
     .unwrap();
@@ -142,10 +164,15 @@ async fn timed_out_run_exits_124(runtime: &str) {
 async fn sigterm_to_the_executor_stops_the_runner_and_cleans_up(runtime: &str) {
     let root = scratch_dir();
     let bundle = TestBundle::shell("trap '' TERM; sleep 1000");
-    let mut child = run_bundle(root.path(), runtime, bundle.path(), &["--stop-timeout", "1s"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run_bundle(
+        root.path(),
+        runtime,
+        bundle.path(),
+        &["--stop-timeout", "1s"],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
     let (run_dir, pid) = container_pid(root.path()).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -184,20 +211,31 @@ async fn sigkill_of_the_executor_then_gc_leaves_nothing(runtime: &str) {
     assert_nothing_left(root.path(), &run_dir, pid);
     // A second gc finds nothing to do.
     let output = executor(root.path()).arg("gc").output().unwrap();
-    assert!(output.status.success() && output.stdout.is_empty(), "{output:?}");
+    assert!(
+        output.status.success() && output.stdout.is_empty(),
+        "{output:?}"
+    );
 }
 
 #[tokio::test]
 async fn gc_leaves_a_live_run_alone() {
     let root = scratch_dir();
     let bundle = TestBundle::shell("sleep 1000");
-    let mut child = run_bundle(root.path(), "runc", bundle.path(), &["--stop-timeout", "1s"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run_bundle(
+        root.path(),
+        "runc",
+        bundle.path(),
+        &["--stop-timeout", "1s"],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
     let (run_dir, pid) = container_pid(root.path()).await;
     let output = executor(root.path()).arg("gc").output().unwrap();
-    assert!(output.status.success() && output.stdout.is_empty(), "{output:?}");
+    assert!(
+        output.status.success() && output.stdout.is_empty(),
+        "{output:?}"
+    );
     assert!(run_dir.exists() && process_alive(pid));
     // Clean up: stop the run the normal way.
     nix::sys::signal::kill(

@@ -45,8 +45,8 @@ pub struct Args {
     #[arg(long, default_value = "10s")]
     stop_timeout: GoDuration,
     /// Network of the runner: `none` (loopback only) or `host`.
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
-    network: String,
+    #[arg(long, value_enum, default_value_t = Network::None)]
+    network: Network,
     /// Extra environment variable for the runner (repeatable).
     #[arg(long, value_name = "K=V")]
     env: Vec<String>,
@@ -60,9 +60,29 @@ pub struct Args {
     /// Where the outcome goes: `none`, `stdout` (JSON), `file:PATH`, `k8s-secret`.
     #[arg(long, default_value = "none")]
     status_reporter: ReporterKind,
-    /// When to pull the image: `always`, `missing` or `never`.
-    #[arg(long, default_value = "missing", value_parser = ["always", "missing", "never"])]
-    pull: String,
+    /// When to pull the image.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pull: PullPolicy,
+}
+
+/// The runner's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Network {
+    /// A network namespace with loopback only.
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// When to pull the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PullPolicy {
+    /// Always pull (refresh tags).
+    Always,
+    /// Pull only when the store has no such image.
+    Missing,
+    /// Never pull; fail if the image is not stored.
+    Never,
 }
 
 fn parse_runtime(value: &str) -> Result<RuntimeKind, String> {

@@ -71,9 +71,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> ExitCode {
             let _ = writeln!(std::io::stdout(), "{json}");
             ExitCode::SUCCESS
         }),
-        Verb::Kill { id, signal } => {
-            embedded::kill(root, id, signal).map(|()| ExitCode::SUCCESS)
-        }
+        Verb::Kill { id, signal } => embedded::kill(root, id, signal).map(|()| ExitCode::SUCCESS),
         Verb::Delete { force, id } => {
             embedded::delete(root, id, *force).map(|()| ExitCode::SUCCESS)
         }

@@ -30,10 +30,9 @@ impl CliRuntime {
     /// A runtime of `kind` keeping its state under `state_root`.
     pub fn new(kind: RuntimeKind, state_root: &Path) -> Self {
         let (program, prefix): (PathBuf, Vec<OsString>) = match &kind {
-            RuntimeKind::Embedded(exe) => (
-                exe.clone(),
-                vec!["runtime".into(), "--state-root".into()],
-            ),
+            RuntimeKind::Embedded(exe) => {
+                (exe.clone(), vec!["runtime".into(), "--state-root".into()])
+            }
             RuntimeKind::Runc => ("runc".into(), vec!["--root".into()]),
             RuntimeKind::Crun => ("crun".into(), vec!["--root".into()]),
             RuntimeKind::Youki => ("youki".into(), vec!["--root".into()]),
@@ -216,7 +215,10 @@ impl Runtime for CliRuntime {
         if !self.exists(id) {
             return Ok(());
         }
-        match self.exec("delete", &["--force".as_ref(), id.as_ref()]).await {
+        match self
+            .exec("delete", &["--force".as_ref(), id.as_ref()])
+            .await
+        {
             Ok(_) => Ok(()),
             // A foreground run removes its container when it ends; losing that race
             // leaves nothing to delete.
@@ -253,20 +255,23 @@ mod tests {
             }
             other => panic!("expected Failed, got {other:?}"),
         }
-        assert!(err.to_string().starts_with("runtime /bin/false kill exited with"));
+        assert!(
+            err.to_string()
+                .starts_with("runtime /bin/false kill exited with")
+        );
     }
 
     #[tokio::test]
     async fn stderr_of_a_failed_command_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("rt.sh");
-        std::fs::write(&script, "#!/bin/sh\necho \"container $4 does not exist\" >&2\nexit 3\n")
-            .unwrap();
-        std::fs::set_permissions(
+        std::fs::write(
             &script,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            "#!/bin/sh\necho \"container $4 does not exist\" >&2\nexit 3\n",
         )
         .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let rt = runtime_with(script.to_str().unwrap(), dir.path());
         let err = rt.kill("c1", Signal::SIGKILL).await.unwrap_err();
         let RuntimeError::Failed { stderr, status, .. } = &err else {
@@ -274,7 +279,10 @@ mod tests {
         };
         assert_eq!(status.code(), Some(3));
         assert_eq!(stderr.trim(), "container c1 does not exist");
-        assert!(err.to_string().ends_with("container c1 does not exist"), "{err}");
+        assert!(
+            err.to_string().ends_with("container c1 does not exist"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -282,15 +290,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("hang.sh");
         std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
-        std::fs::set_permissions(
-            &script,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let rt = runtime_with(script.to_str().unwrap(), dir.path())
             .with_command_timeout(Duration::from_millis(300));
         let err = rt.kill("c1", Signal::SIGTERM).await.unwrap_err();
-        assert!(matches!(err, RuntimeError::Timeout { verb: "kill", .. }), "{err:?}");
+        assert!(
+            matches!(err, RuntimeError::Timeout { verb: "kill", .. }),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -317,9 +325,21 @@ mod tests {
         let args: Vec<_> = cmd.as_std().get_args().collect();
         assert_eq!(
             args,
-            ["--root", "/r/state", "run", "--bundle", "/r/bundle", "--pid-file", "/r/pid", "c1"]
+            [
+                "--root",
+                "/r/state",
+                "run",
+                "--bundle",
+                "/r/bundle",
+                "--pid-file",
+                "/r/pid",
+                "c1"
+            ]
         );
-        let rt = CliRuntime::new(RuntimeKind::Embedded("/bin/executor".into()), Path::new("/s"));
+        let rt = CliRuntime::new(
+            RuntimeKind::Embedded("/bin/executor".into()),
+            Path::new("/s"),
+        );
         let cmd = rt.run_command("c1", Path::new("/b"), Path::new("/p"));
         assert_eq!(cmd.as_std().get_program(), "/bin/executor");
         let args: Vec<_> = cmd.as_std().get_args().collect();

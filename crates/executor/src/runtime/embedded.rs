@@ -28,7 +28,7 @@ pub enum EmbeddedError {
         /// The container ID.
         id: String,
         /// libcontainer's error.
-        source: LibcontainerError,
+        source: Box<LibcontainerError>,
     },
     /// The state root has no container of that ID.
     #[error("container {0} does not exist")]
@@ -68,8 +68,19 @@ pub struct State {
 ///
 /// The container inherits this process's stdio. `pid_file` receives the init
 /// process's host pid once the container exists. Single-threaded callers only.
-pub fn run(state_root: &Path, id: &str, bundle: &Path, pid_file: &Path) -> Result<i32, EmbeddedError> {
-    let err = |op| move |source| EmbeddedError::Container { op, id: id.to_owned(), source };
+pub fn run(
+    state_root: &Path,
+    id: &str,
+    bundle: &Path,
+    pid_file: &Path,
+) -> Result<i32, EmbeddedError> {
+    let err = |op| {
+        move |source| EmbeddedError::Container {
+            op,
+            id: id.to_owned(),
+            source: Box::new(source),
+        }
+    };
     std::fs::create_dir_all(state_root)
         .map_err(|e| err("create")(LibcontainerError::OtherIO(e)))?;
     let mut container = ContainerBuilder::new(id.to_owned(), SyscallType::default())
@@ -94,15 +105,19 @@ pub fn run(state_root: &Path, id: &str, bundle: &Path, pid_file: &Path) -> Resul
 }
 
 fn start_and_wait(container: &mut Container, id: &str) -> Result<i32, EmbeddedError> {
-    container.start().map_err(|source| EmbeddedError::Container {
-        op: "start",
-        id: id.to_owned(),
-        source,
-    })?;
+    container
+        .start()
+        .map_err(|source| EmbeddedError::Container {
+            op: "start",
+            id: id.to_owned(),
+            source: Box::new(source),
+        })?;
     let pid = container.pid().ok_or_else(|| EmbeddedError::Container {
         op: "start",
         id: id.to_owned(),
-        source: LibcontainerError::Other("container has no init process".into()),
+        source: Box::new(LibcontainerError::Other(
+            "container has no init process".into(),
+        )),
     })?;
     // With detach(false) the init process is our direct child.
     let pid = Pid::from_raw(pid.as_raw());
@@ -129,7 +144,7 @@ fn load(state_root: &Path, id: &str) -> Result<Container, EmbeddedError> {
     Container::load(dir).map_err(|source| EmbeddedError::Container {
         op: "load",
         id: id.to_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -164,7 +179,7 @@ pub fn kill(state_root: &Path, id: &str, signal: &str) -> Result<(), EmbeddedErr
         .map_err(|source| EmbeddedError::Container {
             op: "kill",
             id: id.to_owned(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -182,7 +197,7 @@ pub fn delete(state_root: &Path, id: &str, force: bool) -> Result<(), EmbeddedEr
                 Err(e) => Err(EmbeddedError::Container {
                     op: "delete",
                     id: id.to_owned(),
-                    source: LibcontainerError::OtherIO(e),
+                    source: Box::new(LibcontainerError::OtherIO(e)),
                 }),
             };
         }
@@ -193,7 +208,7 @@ pub fn delete(state_root: &Path, id: &str, force: bool) -> Result<(), EmbeddedEr
         .map_err(|source| EmbeddedError::Container {
             op: "delete",
             id: id.to_owned(),
-            source,
+            source: Box::new(source),
         })
 }
 

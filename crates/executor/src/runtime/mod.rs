@@ -39,7 +39,10 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     /// The runtime ran and exited unsuccessfully.
-    #[error("runtime {program} {verb} exited with {status}: {}", first_line(stderr))]
+    #[error(
+        "runtime {program} {verb} exited with {status}: {}",
+        first_line(stderr)
+    )]
     Failed {
         /// The runtime program.
         program: PathBuf,
@@ -230,7 +233,10 @@ mod tests {
             RuntimeKind::Embedded(_)
         ));
         let err = RuntimeKind::parse("docker").unwrap_err();
-        assert!(err.to_string().contains("unknown runtime \"docker\""), "{err}");
+        assert!(
+            err.to_string().contains("unknown runtime \"docker\""),
+            "{err}"
+        );
     }
 
     #[test]

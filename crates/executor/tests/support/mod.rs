@@ -7,7 +7,9 @@ use oci_spec::runtime::{MountBuilder, Spec};
 use std::path::{Path, PathBuf};
 
 /// Applets the test commands use.
-const APPLETS: &[&str] = &["sh", "sleep", "echo", "cat", "true", "false", "kill", "mkdir"];
+const APPLETS: &[&str] = &[
+    "sh", "sleep", "echo", "cat", "true", "false", "kill", "mkdir",
+];
 
 /// A bundle: `dir/config.json`, `dir/rootfs`, `dir/out` (bind-mounted at /out) and
 /// `dir/status` (bind-mounted at /status, `RUNNER_STATUS_PATH=/status/status.json`).
@@ -105,7 +107,10 @@ pub fn process_alive(pid: i32) -> bool {
 pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !cond() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
