@@ -77,7 +77,20 @@ pub fn run(_global: &GlobalArgs, args: Args) -> ExitCode {
         }
     };
     result.unwrap_or_else(|err| {
-        eprintln!("executor runtime: {err}");
+        // One line with every cause: libcontainer's top-level errors ("oci spec
+        // error") say little without their sources.
+        let mut line = format!("executor runtime: {err}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            // Some errors repeat their source's message in their own.
+            if !line.ends_with(&cause_text) {
+                line.push_str(": ");
+                line.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        eprintln!("{line}");
         ExitCode::from(super::EXIT_EXECUTOR_FAILED)
     })
 }
