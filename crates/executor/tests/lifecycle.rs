@@ -41,6 +41,7 @@ on_every_runtime!(
     timeout_kills_a_runner_that_ignores_sigterm,
     timeout_lets_a_runner_exit_on_sigterm,
     stop_request_stops_the_runner,
+    stop_before_the_container_exists_still_cleans_up,
     runtime_failure_is_not_a_runner_exit_code,
     eight_concurrent_runs,
     whole_run_reports_status_and_copies_artifacts,
@@ -198,6 +199,21 @@ async fn stop_request_stops_the_runner(kind: RuntimeKind) {
     assert_eq!(exit.stopped, Some(StopReason::Interrupted));
     assert!(!exit.timed_out());
     assert_eq!(exit.exit_code, 9);
+}
+
+async fn stop_before_the_container_exists_still_cleans_up(kind: RuntimeKind) {
+    let fx = fixture(&kind);
+    let bundle = TestBundle::shell("trap '' TERM; sleep 1000");
+    // Stop at once: the runtime is still creating the container.
+    let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(1)), async {})
+        .await
+        .unwrap();
+    assert_eq!(exit.stopped, Some(StopReason::Interrupted));
+    assert_ne!(exit.exit_code, 0);
+    if let Ok(pid) = std::fs::read_to_string(fx.run.pid_file()) {
+        let pid: i32 = pid.trim().parse().unwrap();
+        wait_for("the container to die", || !support::process_alive(pid)).await;
+    }
 }
 
 async fn runtime_failure_is_not_a_runner_exit_code(kind: RuntimeKind) {

@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     context: Option<PathBuf>,
     /// The runner args file, mounted read-only at /runner-args.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
     args: Option<PathBuf>,
     /// Copy the artifacts the runner wrote to /out into this directory.
     #[arg(long, value_name = "DIR")]
@@ -45,23 +45,23 @@ pub struct Args {
     #[arg(long, default_value = "10s")]
     stop_timeout: GoDuration,
     /// Network of the runner: `none` (loopback only) or `host`.
-    #[arg(long, value_enum, default_value_t = Network::None)]
+    #[arg(long, value_enum, default_value_t = Network::None, conflicts_with = "bundle")]
     network: Network,
     /// Extra environment variable for the runner (repeatable).
-    #[arg(long, value_name = "K=V")]
+    #[arg(long, value_name = "K=V", conflicts_with = "bundle")]
     env: Vec<String>,
     /// Extra bind mount for the runner (repeatable).
-    #[arg(long, value_name = "SRC:DST[:ro]")]
+    #[arg(long, value_name = "SRC:DST[:ro]", conflicts_with = "bundle")]
     mount: Vec<String>,
     /// Kubeconfig for runners that talk to Kubernetes: mounted read-only with the
     /// certificate files it names, `KUBECONFIG` set.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
     kubeconfig: Option<PathBuf>,
     /// Where the outcome goes: `none`, `stdout` (JSON), `file:PATH`, `k8s-secret`.
     #[arg(long, default_value = "none")]
     status_reporter: ReporterKind,
     /// When to pull the image.
-    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, conflicts_with = "bundle")]
     pull: PullPolicy,
 }
 
