@@ -27,7 +27,7 @@ const SIGNAL_RETRY: Duration = Duration::from_millis(100);
 #[non_exhaustive]
 pub enum LifecycleError {
     /// The runtime process could not be started.
-    #[error("cannot start runtime {runtime}: {source}")]
+    #[error("cannot start runtime {runtime}")]
     Spawn {
         /// Runtime name.
         runtime: String,
@@ -46,7 +46,7 @@ pub enum LifecycleError {
         exit_code: i32,
     },
     /// Waiting for the runtime process failed.
-    #[error("cannot wait for runtime {runtime}: {source}")]
+    #[error("cannot wait for runtime {runtime}")]
     Wait {
         /// Runtime name.
         runtime: String,
@@ -54,7 +54,7 @@ pub enum LifecycleError {
         source: std::io::Error,
     },
     /// The container ran (its result is in `exit`) but could not be deleted.
-    #[error("cannot delete container {id}: {source}")]
+    #[error("cannot delete container {id}")]
     Cleanup {
         /// The container ID.
         id: String,
@@ -64,9 +64,13 @@ pub enum LifecycleError {
         source: RuntimeError,
     },
     /// The run failed and deleting the container failed as well.
-    #[error("{run}; also cannot delete container: {cleanup}")]
+    #[error(
+        "deleting the container failed too ({})",
+        crate::report::error_chain(cleanup)
+    )]
     RunAndCleanup {
         /// The first failure.
+        #[source]
         run: Box<LifecycleError>,
         /// The deletion failure.
         cleanup: RuntimeError,
@@ -233,7 +237,7 @@ async fn stop_container(
                     return Ok(status);
                 }
                 if Instant::now() >= deadline {
-                    tracing::warn!(container = id, error = %err, "cannot send SIGTERM");
+                    tracing::warn!(container = id, error = %crate::report::error_chain(&err), "cannot send SIGTERM");
                     break;
                 }
             }
@@ -246,7 +250,7 @@ async fn stop_container(
     }
     tracing::warn!(container = id, grace = ?grace, "grace period over, sending SIGKILL");
     if let Err(err) = runtime.kill(id, Signal::SIGKILL).await {
-        tracing::warn!(container = id, error = %err, "cannot send SIGKILL");
+        tracing::warn!(container = id, error = %crate::report::error_chain(&err), "cannot send SIGKILL");
     }
     tokio::select! {
         status = child.wait() => return status,

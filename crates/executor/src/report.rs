@@ -20,7 +20,7 @@ pub enum ReportError {
     #[error("unknown status reporter {0:?}: expected none, stdout, file:PATH or k8s-secret")]
     UnknownReporter(String),
     /// The outcome file could not be written.
-    #[error("cannot write outcome to {path}: {source}")]
+    #[error("cannot write outcome to {path}")]
     Write {
         /// The file.
         path: PathBuf,
@@ -28,7 +28,7 @@ pub enum ReportError {
         source: std::io::Error,
     },
     /// The runner's status file exists but could not be read.
-    #[error("cannot read runner status {path}: {source}")]
+    #[error("cannot read runner status {path}")]
     ReadStatus {
         /// The status file.
         path: PathBuf,
@@ -36,7 +36,7 @@ pub enum ReportError {
         source: std::io::Error,
     },
     /// The runner's status file is not JSON.
-    #[error("runner status {path} is not JSON: {source}")]
+    #[error("runner status {path} is not JSON")]
     InvalidStatus {
         /// The status file.
         path: PathBuf,
@@ -44,10 +44,10 @@ pub enum ReportError {
         source: serde_json::Error,
     },
     /// The outcome could not be serialized.
-    #[error("cannot serialize outcome: {0}")]
+    #[error("cannot serialize outcome")]
     Serialize(#[from] serde_json::Error),
     /// A runner SDK reporter (the Kubernetes Secret) failed.
-    #[error("cannot report outcome: {0}")]
+    #[error("cannot report outcome")]
     Sdk(#[from] runner::ReportError),
 }
 
@@ -117,6 +117,19 @@ impl Outcome {
             runner_status: None,
         }
     }
+}
+
+/// An error and all its sources on one line (`a: b: c`), for logs and reports; the
+/// error messages of this crate do not repeat their sources.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 /// Formats a time as RFC 3339 in UTC with second precision (`2026-11-28T11:25:00Z`).

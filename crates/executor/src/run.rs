@@ -32,13 +32,13 @@ pub enum RunError {
     #[error(transparent)]
     Runs(#[from] RunsError),
     /// Pulling the image or preparing the bundle failed.
-    #[error("cannot prepare bundle: {0}")]
+    #[error("cannot prepare bundle")]
     Prepare(#[source] BoxError),
     /// The runtime failed to run the container.
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
     /// Copying `/out` artifacts to the output directory failed.
-    #[error("cannot copy artifacts from {from} to {to}: {source}")]
+    #[error("cannot copy artifacts from {from} to {to}")]
     CopyArtifacts {
         /// The run's out directory.
         from: PathBuf,
@@ -150,7 +150,7 @@ pub async fn run(
         (Ok(_), Err(err)) => Err(RunError::Runs(err)),
         (Err(err), removed) => {
             if let Err(cleanup) = removed {
-                tracing::error!(error = %cleanup, "cannot remove run directory");
+                tracing::error!(error = %crate::report::error_chain(&cleanup), "cannot remove run directory");
             }
             Err(err)
         }
@@ -158,9 +158,12 @@ pub async fn run(
     if let Err(err) = &result
         && !matches!(err, RunError::Report(_))
     {
-        let outcome = Outcome::executor_failed(format!("executor failed: {err}"), started_at);
+        let outcome = Outcome::executor_failed(
+            format!("executor failed: {}", report::error_chain(err)),
+            started_at,
+        );
         if let Err(report_err) = opts.reporter.report(&outcome).await {
-            tracing::error!(error = %report_err, "cannot report the executor's failure");
+            tracing::error!(error = %crate::report::error_chain(&report_err), "cannot report the executor's failure");
         }
     }
     result
@@ -190,7 +193,7 @@ async fn run_in(
     let runner_status = match &prepared.status_file {
         Some(path) => report::read_runner_status(path).unwrap_or_else(|err| {
             // A broken status file is the runner's problem; the outcome still goes out.
-            tracing::warn!(error = %err, "ignoring the runner's status");
+            tracing::warn!(error = %crate::report::error_chain(&err), "ignoring the runner's status");
             None
         }),
         None => None,

@@ -31,7 +31,7 @@ const CREATION_WINDOW: Duration = Duration::from_secs(60);
 #[non_exhaustive]
 pub enum RunsError {
     /// A file system operation on a run directory failed.
-    #[error("cannot {op} {path}: {source}")]
+    #[error("cannot {op} {path}")]
     Io {
         /// What was being done (`create`, `remove`, `lock`, `read`, `write`).
         op: &'static str,
@@ -41,7 +41,7 @@ pub enum RunsError {
         source: std::io::Error,
     },
     /// `run.json` is not a run record.
-    #[error("invalid run record {path}: {source}")]
+    #[error("invalid run record {path}")]
     Record {
         /// The record file.
         path: PathBuf,
@@ -49,7 +49,7 @@ pub enum RunsError {
         source: serde_json::Error,
     },
     /// A mount under a run directory could not be unmounted, even lazily.
-    #[error("cannot unmount {path}: {source}")]
+    #[error("cannot unmount {path}")]
     Unmount {
         /// The mount point.
         path: PathBuf,
@@ -57,7 +57,7 @@ pub enum RunsError {
         source: nix::Error,
     },
     /// The runtime could not kill or delete a left-over container.
-    #[error("cannot remove container {id} of run {run}: {source}")]
+    #[error("cannot remove container {id} of run {run}")]
     Runtime {
         /// The run.
         run: String,
@@ -198,7 +198,7 @@ impl Runs {
             tracing::info!(run = %id, "removed left-overs of an interrupted run");
         }
         for (id, err) in &report.failed {
-            tracing::warn!(run = %id, error = %err, "cannot clean up interrupted run");
+            tracing::warn!(run = %id, error = %crate::report::error_chain(err), "cannot clean up interrupted run");
         }
         report
     }
@@ -266,7 +266,7 @@ async fn remove_container(runtime: &CliRuntime, record: &RunRecord) -> Result<()
     // delete --force kills too, but an explicit SIGKILL first makes a runtime that
     // refuses to force-delete a running container still succeed.
     if let Err(e) = runtime.kill(id, nix::sys::signal::Signal::SIGKILL).await {
-        tracing::debug!(container = %id, error = %e, "kill of left-over container failed");
+        tracing::debug!(container = %id, error = %crate::report::error_chain(&e), "kill of left-over container failed");
     }
     runtime.delete(id).await.map_err(err)
 }

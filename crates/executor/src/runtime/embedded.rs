@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum EmbeddedError {
     /// libcontainer refused or failed an operation on a container.
-    #[error("cannot {op} container {id}: {source}")]
+    #[error("cannot {op} container {id}")]
     Container {
         /// The operation (`create`, `start`, `kill`, `delete`, `load`).
         op: &'static str,
@@ -34,7 +34,7 @@ pub enum EmbeddedError {
     #[error("container {0} does not exist")]
     NotFound(String),
     /// Waiting for the container's init process failed.
-    #[error("cannot wait for container {id}: {source}")]
+    #[error("cannot wait for container {id}")]
     Wait {
         /// The container ID.
         id: String,

@@ -31,7 +31,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum RuntimeError {
     /// The runtime program could not be started at all (missing, not executable).
-    #[error("cannot start runtime {program}: {source}")]
+    #[error("cannot start runtime {program}")]
     Spawn {
         /// The runtime program.
         program: PathBuf,
@@ -66,7 +66,7 @@ pub enum RuntimeError {
         after: Duration,
     },
     /// Waiting for or talking to the runtime process failed.
-    #[error("cannot wait for runtime {program}: {source}")]
+    #[error("cannot wait for runtime {program}")]
     Io {
         /// The runtime program.
         program: PathBuf,
@@ -74,7 +74,7 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     /// `state` printed something that is not an OCI state document.
-    #[error("runtime {program} printed an invalid state for container {id}: {source}")]
+    #[error("runtime {program} printed an invalid state for container {id}")]
     InvalidState {
         /// The runtime program.
         program: PathBuf,
