@@ -173,11 +173,7 @@ async fn drive(
         runtime: runtime.name().to_owned(),
         source,
     })?;
-    tracing::info!(
-        container = id,
-        runtime = runtime.name(),
-        "container started"
-    );
+    tracing::info!(container = id, runtime = runtime.name(), "runtime started");
 
     let timeout = async {
         match opts.timeout {
