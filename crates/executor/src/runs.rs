@@ -15,6 +15,7 @@ use crate::runtime::{CliRuntime, Runtime, RuntimeError, RuntimeKind};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
@@ -140,7 +141,12 @@ impl Runs {
     pub fn create(&self, runtime: &RuntimeKind) -> Result<RunDir, RunsError> {
         let id = new_run_id();
         let path = self.dir.join(&id);
-        std::fs::create_dir(&path).map_err(io("create", &path))?;
+        // Owner-only: the bundle in it holds the runner's inputs, which may carry
+        // secrets (kubeconfig, credentials in args).
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(io("create", &path))?;
         let created = (|| {
             let lock_path = path.join(LOCK_FILE);
             let file = File::create(&lock_path).map_err(io("create", &lock_path))?;
@@ -424,6 +430,7 @@ fn unescape_mount_path(escaped: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn mountinfo_escapes_are_undone() {
@@ -452,6 +459,8 @@ mod tests {
         let runs = Runs::open(root.path()).unwrap();
         let live = runs.create(&RuntimeKind::Runc).unwrap();
         std::fs::create_dir_all(live.bundle_dir().join("inputs")).unwrap();
+        let mode = std::fs::metadata(live.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "run dirs are private");
 
         // A run whose executor died: lock free, record naming a process that is
         // not the recorded one (start time 1 tick after boot is never ours).
