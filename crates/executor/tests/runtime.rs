@@ -209,6 +209,12 @@ async fn sigkill_of_the_executor_then_gc_leaves_nothing(runtime: &str) {
     // The container dies with SIGKILL; give the kernel a moment to reap it.
     wait_for("the container to die", || !process_alive(pid)).await;
     assert_nothing_left(root.path(), &run_dir, pid);
+    // The orphaned runtime process (`runc run ID`, `executor runtime ... run ID`)
+    // sees its container gone and exits too.
+    wait_for("the orphaned runtime process to exit", || {
+        support::processes_mentioning(run_id).is_empty()
+    })
+    .await;
     // A second gc finds nothing to do.
     let output = executor(root.path()).arg("gc").output().unwrap();
     assert!(

@@ -103,6 +103,22 @@ pub fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// Live processes whose command line mentions `needle` (zombies excluded).
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+                && process_alive(*pid)
+        })
+        .collect()
+}
+
 /// Polls `cond` every 50ms for up to 60s (generous: the machine is loaded).
 pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
