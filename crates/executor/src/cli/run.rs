@@ -16,6 +16,11 @@ use tokio_util::sync::CancellationToken;
 /// Exit codes: the runner's own; 124 when it timed out; 125 when the executor
 /// itself failed.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exit codes:
+  N     the runner's own exit code (128+N when it was killed by signal N)
+  124   the runner timed out (--timeout or the context's timeout) and was stopped
+  125   the executor itself failed (pull, bundle, runtime, reporting)")]
 pub struct Args {
     /// The runner image: a registry reference or `oci-layout:PATH[:TAG|@DIGEST]`.
     #[arg(required_unless_present = "bundle", conflicts_with = "bundle")]
