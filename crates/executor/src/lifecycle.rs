@@ -6,6 +6,7 @@
 //! sends SIGKILL. Whatever happens, the container is deleted from the runtime
 //! before [`run_container`] returns.
 
+use crate::report::error_chain;
 use crate::runtime::{Runtime, RuntimeError, exit_code};
 use nix::sys::signal::Signal;
 use std::future::Future;
@@ -64,10 +65,7 @@ pub enum LifecycleError {
         source: RuntimeError,
     },
     /// The run failed and deleting the container failed as well.
-    #[error(
-        "deleting the container failed too ({})",
-        crate::report::error_chain(cleanup)
-    )]
+    #[error("deleting the container failed too ({})", error_chain(cleanup))]
     RunAndCleanup {
         /// The first failure.
         #[source]
@@ -181,15 +179,17 @@ async fn drive(
             None => std::future::pending().await,
         }
     };
-    let (status, stopped) = tokio::select! {
-        status = child.wait() => (status, None),
-        () = timeout => {
-            tracing::warn!(container = id, timeout = ?opts.timeout, "timeout reached, stopping container");
-            (stop_container(runtime, id, &mut child, opts.stop_timeout).await, Some(StopReason::Timeout))
-        }
-        () = stop => {
-            tracing::warn!(container = id, "stop requested, stopping container");
-            (stop_container(runtime, id, &mut child, opts.stop_timeout).await, Some(StopReason::Interrupted))
+    let reason = tokio::select! {
+        status = child.wait() => Err(status),
+        () = timeout => Ok(StopReason::Timeout),
+        () = stop => Ok(StopReason::Interrupted),
+    };
+    let (status, stopped) = match reason {
+        Err(status) => (status, None),
+        Ok(reason) => {
+            tracing::warn!(container = id, ?reason, "stopping container");
+            let status = stop_container(runtime, id, &mut child, opts.stop_timeout).await;
+            (status, Some(reason))
         }
     };
     let status = status.map_err(|source| LifecycleError::Wait {
@@ -233,7 +233,8 @@ async fn stop_container(
                     return Ok(status);
                 }
                 if Instant::now() >= deadline {
-                    tracing::warn!(container = id, error = %crate::report::error_chain(&err), "cannot send SIGTERM");
+                    let error = error_chain(&err);
+                    tracing::warn!(container = id, %error, "cannot send SIGTERM");
                     break;
                 }
             }
@@ -246,7 +247,8 @@ async fn stop_container(
     }
     tracing::warn!(container = id, grace = ?grace, "grace period over, sending SIGKILL");
     if let Err(err) = runtime.kill(id, Signal::SIGKILL).await {
-        tracing::warn!(container = id, error = %crate::report::error_chain(&err), "cannot send SIGKILL");
+        let error = error_chain(&err);
+        tracing::warn!(container = id, %error, "cannot send SIGKILL");
     }
     tokio::select! {
         status = child.wait() => return status,

@@ -8,7 +8,7 @@
 //! that may hold secrets) and the container are removed before returning.
 
 use crate::lifecycle::{self, LifecycleError, LifecycleOptions};
-use crate::report::{self, Outcome, Reporter};
+use crate::report::{self, Outcome, Reporter, error_chain};
 use crate::runs::{RunDir, Runs, RunsError};
 use crate::runtime::RuntimeKind;
 use async_trait::async_trait;
@@ -50,6 +50,15 @@ pub enum RunError {
     /// Reporting the outcome failed.
     #[error(transparent)]
     Report(#[from] report::ReportError),
+    /// The run itself is over (and its outcome reported), but its directory or
+    /// container could not be removed; `executor gc` retries.
+    #[error("cannot clean up run {run}")]
+    Cleanup {
+        /// The run ID.
+        run: String,
+        /// What failed.
+        source: RunsError,
+    },
     /// The run was stopped before its container started.
     #[error("interrupted before the runner started")]
     Interrupted,
@@ -143,27 +152,31 @@ pub async fn run(
         runtime = opts.runtime.name(),
         "run created"
     );
+    let id = run_dir.id().to_owned();
     let result = run_in(&run_dir, prepare, opts, &stop).await;
     let removed = run_dir.remove().await;
     let result = match (result, removed) {
         (Ok(result), Ok(())) => Ok(result),
-        (Ok(_), Err(err)) => Err(RunError::Runs(err)),
+        (Ok(_), Err(source)) => Err(RunError::Cleanup { run: id, source }),
         (Err(err), removed) => {
             if let Err(cleanup) = removed {
-                tracing::error!(error = %crate::report::error_chain(&cleanup), "cannot remove run directory");
+                tracing::error!(run = %id, error = %error_chain(&cleanup), "cannot clean up run");
             }
             Err(err)
         }
     };
+    // Report the executor's failure, unless the outcome already went out (cleanup
+    // failed after it) or reporting itself is what failed.
     if let Err(err) = &result
-        && !matches!(err, RunError::Report(_))
+        && !matches!(err, RunError::Report(_) | RunError::Cleanup { .. })
     {
         let outcome = Outcome::executor_failed(
             format!("executor failed: {}", report::error_chain(err)),
             started_at,
         );
         if let Err(report_err) = opts.reporter.report(&outcome).await {
-            tracing::error!(error = %crate::report::error_chain(&report_err), "cannot report the executor's failure");
+            let error = error_chain(&report_err);
+            tracing::error!(%error, "cannot report the executor's failure");
         }
     }
     result
@@ -193,7 +206,7 @@ async fn run_in(
     let runner_status = match &prepared.status_file {
         Some(path) => report::read_runner_status(path).unwrap_or_else(|err| {
             // A broken status file is the runner's problem; the outcome still goes out.
-            tracing::warn!(error = %crate::report::error_chain(&err), "ignoring the runner's status");
+            tracing::warn!(error = %error_chain(&err), "ignoring the runner's status");
             None
         }),
         None => None,
@@ -239,7 +252,8 @@ pub fn copy_artifacts(from: &Path, to: &Path) -> std::io::Result<()> {
         } else if file_type.is_file() {
             std::fs::copy(entry.path(), &target)?;
         } else {
-            tracing::warn!(path = %entry.path().display(), "skipping artifact that is not a regular file");
+            let path = entry.path();
+            tracing::warn!(path = %path.display(), "skipping artifact that is not a regular file");
         }
     }
     Ok(())

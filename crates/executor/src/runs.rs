@@ -11,6 +11,7 @@
 //! - `state/`: the runtime's state root; `container.pid`: the container's pid;
 //! - `bundle/`: the OCI bundle (rootfs mount, config.json, inputs with secrets, out).
 
+use crate::report::error_chain;
 use crate::runtime::{CliRuntime, Runtime, RuntimeError, RuntimeKind};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -204,7 +205,7 @@ impl Runs {
             tracing::info!(run = %id, "removed left-overs of an interrupted run");
         }
         for (id, err) in &report.failed {
-            tracing::warn!(run = %id, error = %crate::report::error_chain(err), "cannot clean up interrupted run");
+            tracing::warn!(run = %id, error = %error_chain(err), "cannot clean up interrupted run");
         }
         report
     }
@@ -272,7 +273,8 @@ async fn remove_container(runtime: &CliRuntime, record: &RunRecord) -> Result<()
     // delete --force kills too, but an explicit SIGKILL first makes a runtime that
     // refuses to force-delete a running container still succeed.
     if let Err(e) = runtime.kill(id, nix::sys::signal::Signal::SIGKILL).await {
-        tracing::debug!(container = %id, error = %crate::report::error_chain(&e), "kill of left-over container failed");
+        let error = error_chain(&e);
+        tracing::debug!(container = %id, %error, "kill of left-over container failed");
     }
     runtime.delete(id).await.map_err(err)
 }

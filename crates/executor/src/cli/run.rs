@@ -115,7 +115,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         ReporterKind::Stdout => Reporter::Stdout,
         ReporterKind::File(path) => Reporter::File(path.clone()),
         ReporterKind::K8sSecret => anyhow::bail!(
-            "status reporter k8s-secret is not available in this build (needs the runner SDK's Kubernetes Secret reporter)"
+            "status reporter k8s-secret is not available in this build \
+             (it needs the runner SDK's Kubernetes Secret reporter)"
         ),
     };
     let opts = RunOptions {
@@ -130,7 +131,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let prepare: Box<dyn Prepare> = match (&args.bundle, &args.image) {
         (Some(bundle), _) => Box::new(ExistingBundle(bundle.clone())),
         (None, Some(image)) => anyhow::bail!(
-            "cannot run image {image}: this build has no pull and bundle stages yet; use --bundle DIR"
+            "cannot run image {image}: this build has no pull and bundle stages yet; \
+             use --bundle DIR"
         ),
         (None, None) => anyhow::bail!("an image or --bundle DIR is required"),
     };
