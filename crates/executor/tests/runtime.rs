@@ -252,3 +252,50 @@ async fn gc_leaves_a_live_run_alone() {
     wait_child(&mut child).await;
     assert_nothing_left(root.path(), &run_dir, pid);
 }
+
+/// CVE-2019-5736: the embedded runtime (whose binary the container's init runs
+/// until it execs the entrypoint) runs from a sealed in-memory copy of the
+/// executor, so nothing reachable through /proc/PID/exe can be written.
+#[tokio::test]
+async fn embedded_runtime_runs_from_a_sealed_copy_of_the_executor() {
+    use std::io::Write;
+    let root = scratch_dir();
+    let bundle = TestBundle::shell("sleep 1000");
+    let mut child = run_bundle(
+        root.path(),
+        "embedded",
+        bundle.path(),
+        &["--stop-timeout", "1s"],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let (run_dir, pid) = container_pid(root.path()).await;
+    let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_owned();
+    let runtime_pid = support::processes_mentioning(&run_id)
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--state-root"))
+        })
+        .expect("the embedded runtime process");
+    let exe = std::fs::read_link(format!("/proc/{runtime_pid}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:executor-runtime"),
+        "runtime runs from {}",
+        exe.display()
+    );
+    let write = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{runtime_pid}/exe"))
+        .and_then(|mut f| f.write_all(b"overwritten"));
+    assert!(write.is_err(), "the runtime binary is writable");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_child(&mut child).await;
+    assert_nothing_left(root.path(), &run_dir, pid);
+}

@@ -63,7 +63,8 @@ pub fn run(_global: &GlobalArgs, args: Args) -> ExitCode {
             bundle,
             pid_file,
             id,
-        } => embedded::run(root, id, bundle, pid_file)
+        } => embedded::ensure_sealed()
+            .and_then(|()| embedded::run(root, id, bundle, pid_file))
             // Exit statuses are one byte; 128+N already fits for every signal.
             .map(|code| ExitCode::from((code & 0xff) as u8)),
         Verb::State { id } => embedded::state(root, id).map(|state| {

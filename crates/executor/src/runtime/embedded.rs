@@ -44,6 +44,82 @@ pub enum EmbeddedError {
     /// The signal given to `kill` is not a signal name or number.
     #[error("unknown signal {0:?}")]
     UnknownSignal(String),
+    /// The runtime could not re-execute itself from a sealed copy of its binary.
+    #[error("cannot seal the runtime binary ({step})")]
+    Seal {
+        /// What failed.
+        step: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Name of the in-memory copy of the binary (shows in `/proc/PID/exe`).
+const SEALED_NAME: &std::ffi::CStr = c"executor-runtime";
+
+/// Makes sure this process runs from a sealed in-memory copy of its binary:
+/// returns at once if it already does, otherwise copies the binary into a sealed
+/// memfd and re-executes itself from it with the same arguments and environment
+/// (never returning on success).
+///
+/// This defends against CVE-2019-5736: between its fork and its exec of the
+/// image's entrypoint, the container's init process is this binary, running inside
+/// the container; a hostile image could reach it through `/proc/self/exe` and
+/// overwrite the executor on the host, which every later run then executes as
+/// root. A sealed memfd has no file on the host behind it, and its seals forbid
+/// writing it. Call before anything creates a container; single-threaded only.
+pub fn ensure_sealed() -> Result<(), EmbeddedError> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::os::unix::ffi::OsStringExt;
+    let seal = |step| move |source| EmbeddedError::Seal { step, source };
+    let errno = |step| {
+        move |e: nix::Error| EmbeddedError::Seal {
+            step,
+            source: e.into(),
+        }
+    };
+
+    let mut exe = std::fs::File::open("/proc/self/exe").map_err(seal("open /proc/self/exe"))?;
+    let wanted = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
+    // A regular file has no seals (EINVAL); a memfd we made has all of them.
+    if let Ok(seals) = fcntl(&exe, FcntlArg::F_GET_SEALS)
+        && SealFlag::from_bits_truncate(seals).contains(wanted)
+    {
+        return Ok(());
+    }
+    // Close-on-exec: the copy must not leak into the container as an open fd.
+    let memfd = memfd_create(
+        SEALED_NAME,
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(errno("memfd_create"))?;
+    let mut copy = std::fs::File::from(memfd);
+    std::io::copy(&mut exe, &mut copy).map_err(seal("copy the binary"))?;
+    fcntl(&copy, FcntlArg::F_ADD_SEALS(wanted)).map_err(errno("add seals"))?;
+    let cstring = |bytes: Vec<u8>| {
+        std::ffi::CString::new(bytes).map_err(|e| EmbeddedError::Seal {
+            step: "pass arguments",
+            source: std::io::Error::other(e),
+        })
+    };
+    let args = std::env::args_os()
+        .map(|a| cstring(a.into_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            cstring(kv)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // fexecve works on a close-on-exec fd for an ELF binary (not for a script).
+    let never = nix::unistd::fexecve(&copy, &args, &env).map_err(errno("fexecve"))?;
+    match never {}
 }
 
 /// The OCI state of a container, as `runc state` prints it.
