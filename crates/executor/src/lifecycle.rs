@@ -9,12 +9,12 @@
 use crate::report::error_chain;
 use crate::runtime::{Runtime, RuntimeError, exit_code};
 use nix::sys::signal::Signal;
-use std::future::Future;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime};
 use tokio::process::Child;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How long to wait for the runtime to report the container's exit after SIGKILL
 /// before killing the runtime process itself.
@@ -93,6 +93,49 @@ impl Default for LifecycleOptions {
     }
 }
 
+/// How the executor asks a running container to stop; clones share the requests.
+///
+/// [`Stop::stop`] starts the graceful stop (SIGTERM, the grace period, SIGKILL);
+/// [`Stop::kill`] (say, a second Ctrl-C) cuts the grace period short. Either one
+/// before the container exists stops it as soon as it does.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    graceful: CancellationToken,
+    now: CancellationToken,
+}
+
+impl Stop {
+    /// No stop requested yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks for a graceful stop.
+    pub fn stop(&self) {
+        self.graceful.cancel();
+    }
+
+    /// Asks for the container to be killed now (also a stop request).
+    pub fn kill(&self) {
+        self.graceful.cancel();
+        self.now.cancel();
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.graceful.is_cancelled()
+    }
+
+    /// Resolves once a stop is requested.
+    pub async fn requested(&self) {
+        self.graceful.cancelled().await
+    }
+
+    async fn killed(&self) {
+        self.now.cancelled().await
+    }
+}
+
 /// Why the executor stopped a container before it exited by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -128,8 +171,7 @@ impl Exit {
 /// The container's stdout and stderr are this process's (live, no buffering); its
 /// stdin is empty. The runtime runs in its own process group, so a Ctrl-C at a
 /// terminal reaches only the executor, which then stops the container through
-/// `stop`. `stop` resolving asks for the container to be stopped (SIGTERM, grace,
-/// SIGKILL). `pid_file` must not exist yet: its appearance tells that the runtime
+/// `stop` (see [`Stop`]). `pid_file` must not exist yet: its appearance tells that the runtime
 /// created the container.
 pub async fn run_container(
     runtime: &dyn Runtime,
@@ -137,7 +179,7 @@ pub async fn run_container(
     bundle: &Path,
     pid_file: &Path,
     opts: &LifecycleOptions,
-    stop: impl Future<Output = ()>,
+    stop: &Stop,
 ) -> Result<Exit, LifecycleError> {
     let result = drive(runtime, id, bundle, pid_file, opts, stop).await;
     let cleanup = runtime.delete(id).await;
@@ -162,7 +204,7 @@ async fn drive(
     bundle: &Path,
     pid_file: &Path,
     opts: &LifecycleOptions,
-    stop: impl Future<Output = ()>,
+    stop: &Stop,
 ) -> Result<Exit, LifecycleError> {
     let mut cmd = runtime.run_command(id, bundle, pid_file);
     cmd.stdin(Stdio::null()).process_group(0);
@@ -182,13 +224,13 @@ async fn drive(
     let reason = tokio::select! {
         status = child.wait() => Err(status),
         () = timeout => Ok(StopReason::Timeout),
-        () = stop => Ok(StopReason::Interrupted),
+        () = stop.requested() => Ok(StopReason::Interrupted),
     };
     let (status, stopped) = match reason {
         Err(status) => (status, None),
         Ok(reason) => {
             tracing::warn!(container = id, ?reason, "stopping container");
-            let status = stop_container(runtime, id, &mut child, opts.stop_timeout).await;
+            let status = stop_container(runtime, id, &mut child, opts.stop_timeout, stop).await;
             (status, Some(reason))
         }
     };
@@ -221,6 +263,7 @@ async fn stop_container(
     id: &str,
     child: &mut Child,
     grace: Duration,
+    stop: &Stop,
 ) -> std::io::Result<ExitStatus> {
     let deadline = Instant::now() + grace;
     // The runtime may still be creating the container: retry until it takes the
@@ -232,7 +275,7 @@ async fn stop_container(
                 if let Some(status) = child.try_wait()? {
                     return Ok(status);
                 }
-                if Instant::now() >= deadline {
+                if Instant::now() >= deadline || stop.now.is_cancelled() {
                     let error = error_chain(&err);
                     tracing::warn!(container = id, %error, "cannot send SIGTERM");
                     break;
@@ -243,9 +286,11 @@ async fn stop_container(
     }
     tokio::select! {
         status = child.wait() => return status,
-        () = tokio::time::sleep_until(deadline) => {}
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::warn!(container = id, ?grace, "grace period over, sending SIGKILL");
+        }
+        () = stop.killed() => tracing::warn!(container = id, "kill requested, sending SIGKILL"),
     }
-    tracing::warn!(container = id, grace = ?grace, "grace period over, sending SIGKILL");
     if let Err(err) = runtime.kill(id, Signal::SIGKILL).await {
         let error = error_chain(&err);
         tracing::warn!(container = id, %error, "cannot send SIGKILL");
@@ -261,19 +306,31 @@ async fn stop_container(
     child.wait().await
 }
 
-/// Resolves when this process receives SIGINT or SIGTERM.
+/// Turns SIGINT and SIGTERM to this process into requests on `stop`: the first
+/// asks for a graceful stop, the next one for an immediate kill.
 ///
-/// The handlers are installed when this is called (not when first polled), so call
-/// it before starting the container; from then on these signals no longer
-/// terminate the process. Fails outside a tokio runtime.
-pub fn termination_signal() -> std::io::Result<impl Future<Output = ()>> {
+/// The handlers are installed before this returns (from then on these signals no
+/// longer terminate the process); the forwarding runs as a task of the current
+/// tokio runtime, so it fails outside one.
+pub fn forward_termination_signals(stop: &Stop) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("received SIGTERM"),
-            _ = int.recv() => tracing::info!("received SIGINT"),
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        for _ in 0..2 {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if stop.is_requested() {
+                tracing::warn!(signal = name, "received again, killing the runner now");
+                stop.kill();
+            } else {
+                tracing::info!(signal = name, "received, stopping the runner");
+                stop.stop();
+            }
         }
-    })
+    });
+    Ok(())
 }

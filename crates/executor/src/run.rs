@@ -7,14 +7,13 @@
 //! remove the run directory. Whatever fails, the run directory (with the inputs
 //! that may hold secrets) and the container are removed before returning.
 
-use crate::lifecycle::{self, LifecycleError, LifecycleOptions};
+use crate::lifecycle::{self, LifecycleError, LifecycleOptions, Stop};
 use crate::report::{self, Outcome, Reporter, error_chain};
 use crate::runs::{RunDir, Runs, RunsError};
 use crate::runtime::RuntimeKind;
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use tokio_util::sync::CancellationToken;
 
 /// Exit code of `executor run` when the runner timed out.
 pub const EXIT_TIMED_OUT: i32 = 124;
@@ -131,8 +130,8 @@ pub struct RunResult {
     pub exit_code: i32,
 }
 
-/// Runs a runner: see the [module docs](self). `stop` cancelled (SIGINT/SIGTERM to
-/// the executor) stops the runner with SIGTERM, grace, SIGKILL; the run is still
+/// Runs a runner: see the [module docs](self). A request on `stop` (SIGINT/SIGTERM
+/// to the executor) stops the runner with SIGTERM, grace, SIGKILL; the run is still
 /// reported and cleaned up.
 ///
 /// On a failure of the executor, the outcome (exit code 125 and the error) is
@@ -141,7 +140,7 @@ pub async fn run(
     root: &Path,
     prepare: &dyn Prepare,
     opts: &RunOptions,
-    stop: CancellationToken,
+    stop: &Stop,
 ) -> Result<RunResult, RunError> {
     let runs = Runs::open(root)?;
     runs.gc().await;
@@ -153,7 +152,7 @@ pub async fn run(
         "run created"
     );
     let id = run_dir.id().to_owned();
-    let result = run_in(&run_dir, prepare, opts, &stop).await;
+    let result = run_in(&run_dir, prepare, opts, stop).await;
     let removed = run_dir.remove().await;
     let result = match (result, removed) {
         (Ok(result), Ok(())) => Ok(result),
@@ -186,11 +185,11 @@ async fn run_in(
     run_dir: &RunDir,
     prepare: &dyn Prepare,
     opts: &RunOptions,
-    stop: &CancellationToken,
+    stop: &Stop,
 ) -> Result<RunResult, RunError> {
     let prepared = tokio::select! {
         prepared = prepare.prepare(run_dir) => prepared.map_err(RunError::Prepare)?,
-        () = stop.cancelled() => return Err(RunError::Interrupted),
+        () = stop.requested() => return Err(RunError::Interrupted),
     };
     let runtime = run_dir.runtime();
     let exit = lifecycle::run_container(
@@ -199,7 +198,7 @@ async fn run_in(
         &prepared.bundle,
         &run_dir.pid_file(),
         &opts.lifecycle,
-        stop.cancelled(),
+        stop,
     )
     .await?;
 

@@ -4,14 +4,13 @@
 
 mod support;
 
-use executor::lifecycle::{self, Exit, LifecycleError, LifecycleOptions, StopReason};
+use executor::lifecycle::{self, Exit, LifecycleError, LifecycleOptions, Stop, StopReason};
 use executor::report::{Outcome, Reporter};
 use executor::run::{self, ExistingBundle, RunOptions};
 use executor::runs::{RunDir, Runs};
 use executor::runtime::{Runtime, RuntimeKind};
 use std::time::{Duration, Instant};
 use support::{TestBundle, scratch_dir, wait_for};
-use tokio_util::sync::CancellationToken;
 
 /// Generates one test per runtime for an `async fn(RuntimeKind)`.
 macro_rules! on_every_runtime {
@@ -69,7 +68,7 @@ async fn run_bundle(
     fx: &Fixture,
     bundle: &TestBundle,
     opts: LifecycleOptions,
-    stop: impl std::future::Future<Output = ()>,
+    stop: &Stop,
 ) -> Result<Exit, LifecycleError> {
     let runtime = fx.run.runtime();
     let id = fx.run.record().container_id.clone();
@@ -95,7 +94,7 @@ async fn success_exits_zero_and_leaves_no_container(kind: RuntimeKind) {
         &fx,
         &bundle,
         opts(None, Duration::from_secs(5)),
-        std::future::pending(),
+        &Stop::new(),
     )
     .await
     .unwrap();
@@ -111,7 +110,7 @@ async fn failing_runner_exit_code_comes_back(kind: RuntimeKind) {
         &fx,
         &bundle,
         opts(None, Duration::from_secs(5)),
-        std::future::pending(),
+        &Stop::new(),
     )
     .await
     .unwrap();
@@ -125,7 +124,7 @@ async fn runner_killed_by_signal_exits_128_plus_n(kind: RuntimeKind) {
     let pid_file = fx.run.pid_file();
     let runtime = fx.run.runtime();
     let id = fx.run.record().container_id.clone();
-    let killer = async {
+    let killer = tokio::spawn(async move {
         wait_for("the container's pid file", || pid_file.exists()).await;
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .unwrap()
@@ -142,11 +141,16 @@ async fn runner_killed_by_signal_exits_128_plus_n(kind: RuntimeKind) {
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
-        std::future::pending::<()>().await
-    };
-    let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(5)), killer)
-        .await
-        .unwrap();
+    });
+    let exit = run_bundle(
+        &fx,
+        &bundle,
+        opts(None, Duration::from_secs(5)),
+        &Stop::new(),
+    )
+    .await
+    .unwrap();
+    killer.await.unwrap();
     assert_eq!(exit.exit_code, 128 + 9);
     assert_eq!(exit.stopped, None);
 }
@@ -159,7 +163,7 @@ async fn timeout_kills_a_runner_that_ignores_sigterm(kind: RuntimeKind) {
         &fx,
         &bundle,
         opts(Some(Duration::from_secs(1)), Duration::from_secs(1)),
-        std::future::pending(),
+        &Stop::new(),
     )
     .await
     .unwrap();
@@ -178,7 +182,7 @@ async fn timeout_lets_a_runner_exit_on_sigterm(kind: RuntimeKind) {
         &bundle,
         // A long grace period: the runner exits on SIGTERM well before it.
         opts(Some(Duration::from_secs(1)), Duration::from_secs(120)),
-        std::future::pending(),
+        &Stop::new(),
     )
     .await
     .unwrap();
@@ -190,10 +194,13 @@ async fn stop_request_stops_the_runner(kind: RuntimeKind) {
     let fx = fixture(&kind);
     let bundle = TestBundle::shell("trap 'exit 9' TERM; while true; do sleep 0.2; done");
     let pid_file = fx.run.pid_file();
-    let stop = async {
+    let stop = Stop::new();
+    let requester = stop.clone();
+    tokio::spawn(async move {
         wait_for("the container's pid file", || pid_file.exists()).await;
-    };
-    let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(120)), stop)
+        requester.stop();
+    });
+    let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(120)), &stop)
         .await
         .unwrap();
     assert_eq!(exit.stopped, Some(StopReason::Interrupted));
@@ -205,7 +212,9 @@ async fn stop_before_the_container_exists_still_cleans_up(kind: RuntimeKind) {
     let fx = fixture(&kind);
     let bundle = TestBundle::shell("trap '' TERM; sleep 1000");
     // Stop at once: the runtime is still creating the container.
-    let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(1)), async {})
+    let stop = Stop::new();
+    stop.stop();
+    let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(1)), &stop)
         .await
         .unwrap();
     assert_eq!(exit.stopped, Some(StopReason::Interrupted));
@@ -224,7 +233,7 @@ async fn runtime_failure_is_not_a_runner_exit_code(kind: RuntimeKind) {
         &fx,
         &bundle,
         opts(None, Duration::from_secs(5)),
-        std::future::pending(),
+        &Stop::new(),
     )
     .await
     .unwrap_err();
@@ -254,7 +263,7 @@ async fn eight_concurrent_runs(kind: RuntimeKind) {
                     &bundle,
                     &run.pid_file(),
                     &opts(None, Duration::from_secs(5)),
-                    std::future::pending(),
+                    &Stop::new(),
                 )
                 .await;
                 run.remove().await.unwrap();
@@ -291,7 +300,7 @@ async fn whole_run_reports_status_and_copies_artifacts(kind: RuntimeKind) {
         root.path(),
         &ExistingBundle(bundle.path().to_path_buf()),
         &opts,
-        CancellationToken::new(),
+        &Stop::new(),
     )
     .await
     .unwrap();

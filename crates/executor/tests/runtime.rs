@@ -299,3 +299,46 @@ async fn embedded_runtime_runs_from_a_sealed_copy_of_the_executor() {
     wait_child(&mut child).await;
     assert_nothing_left(root.path(), &run_dir, pid);
 }
+
+/// A second SIGTERM/SIGINT to the executor cuts the grace period short: the runner
+/// is killed at once and the run still cleaned up.
+#[tokio::test]
+async fn second_signal_kills_the_runner_at_once() {
+    use std::io::BufRead;
+    let root = scratch_dir();
+    let bundle = TestBundle::shell("trap '' TERM; sleep 1000");
+    let mut child = run_bundle(
+        root.path(),
+        "runc",
+        bundle.path(),
+        &["--stop-timeout", "1h"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (run_dir, pid) = container_pid(root.path()).await;
+    let executor_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(executor_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    // Wait until the first signal was taken (two pending signals would merge).
+    wait_for("the first signal to be handled", || {
+        lines_rx
+            .try_iter()
+            .any(|l| l.contains("received, stopping the runner"))
+    })
+    .await;
+    nix::sys::signal::kill(executor_pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_child(&mut child).await;
+    assert_eq!(status.code(), Some(137));
+    assert_nothing_left(root.path(), &run_dir, pid);
+}

@@ -9,7 +9,6 @@ use executor::runtime::RuntimeKind;
 use runner::GoDuration;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 /// Flags of `executor run`.
 ///
@@ -138,14 +137,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let root = global.root.clone();
     let result = super::block_on(async move {
-        let stop = CancellationToken::new();
-        let signal = lifecycle::termination_signal().context("while installing signal handlers")?;
-        let on_signal = stop.clone();
-        tokio::spawn(async move {
-            signal.await;
-            on_signal.cancel();
-        });
-        executor::run::run(&root, prepare.as_ref(), &opts, stop)
+        let stop = lifecycle::Stop::new();
+        lifecycle::forward_termination_signals(&stop)
+            .context("while installing signal handlers")?;
+        executor::run::run(&root, prepare.as_ref(), &opts, &stop)
             .await
             .context("run failed")
     })??;
