@@ -24,6 +24,24 @@ fn options(registry: &Registry) -> PullOptions {
     }
 }
 
+/// The error and its causes, as the CLI prints them.
+trait Chain {
+    fn chain(&self) -> String;
+}
+
+impl<E: std::error::Error> Chain for E {
+    fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = self.source();
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+}
+
 fn source(text: &str) -> ImageSource {
     ImageSource::parse(text).unwrap()
 }
@@ -166,10 +184,7 @@ async fn picks_the_platform_from_an_index() {
     assert_eq!(arm.platform.as_deref(), Some("linux/arm/v7"));
 
     opts.platform = Some("linux/s390x".parse().unwrap());
-    let err = pull(&store, &reference, &opts)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = pull(&store, &reference, &opts).await.unwrap_err().chain();
     assert!(err.contains("no image for platform linux/s390x"), "{err}");
     assert!(err.contains("linux/arm64/v8"), "{err}");
     assert!(err.contains("linux/arm/v7"), "{err}");
@@ -271,7 +286,7 @@ async fn tampered_blob_fails_naming_the_digest_and_stores_nothing() {
     let err = pull(&store, &reference, &options(&registry))
         .await
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(err.contains("digest mismatch"), "{err}");
     assert!(err.contains(&built.layers[0]), "{err}");
     let tampered: executor::reference::ImageSource = reference.clone();
@@ -301,7 +316,7 @@ async fn missing_tag_is_a_clear_error() {
     let err = pull(&store, &source(&reference), &options(&registry))
         .await
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(err.contains("not found"), "{err}");
     assert!(err.contains(&reference), "{err}");
     assert!(store.images().unwrap().is_empty());
@@ -327,7 +342,7 @@ async fn unreachable_registry_fails_fast() {
     let err = pull(&store, &source(&format!("{addr}/app:v1")), &opts)
         .await
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(err.contains("unreachable"), "{err}");
     assert!(err.contains(&addr), "{err}");
     // Connection refused is not retried with backoff (that would take 30s+).
@@ -352,7 +367,7 @@ async fn plain_http_only_when_asked() {
     .await
     .unwrap_err();
     // An HTTPS handshake with a plain-HTTP server fails; nothing falls back to HTTP.
-    assert!(err.to_string().contains(registry.addr()), "{err}");
+    assert!(err.chain().contains(registry.addr()), "{err}");
 }
 
 #[tokio::test]
@@ -425,18 +440,18 @@ async fn pulls_from_an_oci_layout() {
     let err = pull(&store, &source(&format!("oci-layout:{dir}:v3")), &opts)
         .await
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(err.contains("no image tagged \"v3\""), "{err}");
     assert!(err.contains("v1, v2"), "{err}");
     let err = pull(&store, &source(&format!("oci-layout:{dir}")), &opts)
         .await
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(err.contains("holds 2 images"), "{err}");
     let err = pull(&store, &source("oci-layout:/nonexistent/layout:v1"), &opts)
         .await
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(err.contains("/nonexistent/layout"), "{err}");
 }
 
@@ -464,7 +479,7 @@ async fn layout_with_a_corrupt_blob_is_refused() {
     )
     .await
     .unwrap_err()
-    .to_string();
+    .chain();
     assert!(err.contains(&built.layers[1]), "{err}");
     assert!(store.images().unwrap().is_empty());
     assert!(tmp_is_empty(root.path()));
@@ -496,10 +511,7 @@ async fn auth_protected_registry_needs_credentials() {
     std::fs::write(&empty, "{}").unwrap();
     let mut opts = options(&registry);
     opts.registry.auth_file = Some(empty);
-    let err = pull(&store, &reference, &opts)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = pull(&store, &reference, &opts).await.unwrap_err().chain();
     assert!(err.contains("not authorized"), "{err}");
 
     let auth_file = root.path().join("auth.json");

@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The auth file exists but cannot be read.
-    #[error("reading auth file {path}: {source}")]
+    #[error("reading auth file {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -29,7 +29,7 @@ pub enum AuthError {
         source: std::io::Error,
     },
     /// The auth file is not the JSON podman/docker write.
-    #[error("parsing auth file {path}: {source}")]
+    #[error("parsing auth file {path}")]
     Parse {
         /// The file.
         path: PathBuf,

@@ -26,7 +26,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     /// Reading from the source failed (after retries, for transient faults).
-    #[error("pulling {reference}: {source}")]
+    #[error("pulling {reference}")]
     Source {
         /// The normalized reference being pulled.
         reference: String,
@@ -35,7 +35,7 @@ pub enum PullError {
         source: SourceError,
     },
     /// The content store failed (including a digest or size mismatch of a blob).
-    #[error("pulling {reference}: {source}")]
+    #[error("pulling {reference}")]
     Store {
         /// The normalized reference being pulled.
         reference: String,
@@ -223,10 +223,13 @@ impl Puller<'_> {
             }
         }
 
-        let blobs: Vec<&Descriptor> = std::iter::once(manifest.config())
+        // Futures collected first: a lazily mapped iterator here trips the compiler's
+        // higher-ranked `Send` check when `pull` itself is spawned.
+        let fetches: Vec<_> = std::iter::once(manifest.config())
             .chain(manifest.layers().iter())
+            .map(|d| self.fetch_blob(d))
             .collect();
-        futures::stream::iter(blobs.into_iter().map(|d| self.fetch_blob(d)))
+        futures::stream::iter(fetches)
             .buffer_unordered(self.opts.max_concurrent_downloads.max(1))
             .try_collect::<Vec<()>>()
             .await?;

@@ -21,7 +21,7 @@ pub const LAYOUT_PREFIX: &str = "oci-layout:";
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
     /// The registry reference does not follow Docker's reference grammar.
-    #[error("invalid image reference {reference:?}: {source}")]
+    #[error("invalid image reference {reference:?}")]
     Invalid {
         /// The text as given.
         reference: String,
@@ -57,7 +57,7 @@ pub enum ReferenceError {
         tag: String,
     },
     /// The current directory is needed to make a relative layout path absolute.
-    #[error("cannot make OCI layout path {path} absolute: {source}")]
+    #[error("cannot make OCI layout path {path} absolute")]
     LayoutPath {
         /// The path as given.
         path: PathBuf,

@@ -27,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file or directory of the store could not be read, written or removed.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         /// What was being done (`creating`, `reading`, ...).
         action: &'static str,
@@ -38,7 +38,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// A lock file could not be locked.
-    #[error("locking {path}: {source}")]
+    #[error("locking {path}")]
     Lock {
         /// The lock file.
         path: PathBuf,
@@ -71,7 +71,7 @@ pub enum StoreError {
         actual: u64,
     },
     /// A stored JSON document (image record, config) does not parse.
-    #[error("parsing {path}: {source}")]
+    #[error("parsing {path}")]
     Json {
         /// The file.
         path: PathBuf,

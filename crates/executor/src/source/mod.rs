@@ -237,9 +237,9 @@ impl FromStr for Platform {
 #[derive(Debug)]
 pub enum Manifest {
     /// An image index or Docker manifest list.
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
     /// An image manifest (OCI or Docker schema2), with its media type.
-    Image(ImageManifest, MediaType),
+    Image(Box<ImageManifest>, MediaType),
 }
 
 /// Parses manifest bytes, telling index from image by `mediaType` (or, when it is
@@ -265,11 +265,11 @@ pub fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<Manifest, SourceE
     };
     if is_index {
         let index = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-        Ok(Manifest::Index(index))
+        Ok(Manifest::Index(Box::new(index)))
     } else {
         let media_type = MediaType::from(media_type.unwrap_or(OCI_MANIFEST));
         let manifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-        Ok(Manifest::Image(manifest, media_type))
+        Ok(Manifest::Image(Box::new(manifest), media_type))
     }
 }
 
@@ -345,7 +345,7 @@ mod tests {
         let text =
             format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{entries}]}}"#);
         match parse_manifest(&sha256_digest(text.as_bytes()), text.as_bytes()).unwrap() {
-            Manifest::Index(index) => index,
+            Manifest::Index(index) => *index,
             other => panic!("parsed as {other:?}"),
         }
     }
