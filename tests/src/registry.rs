@@ -18,6 +18,9 @@ const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
 pub struct RegistryConfig {
     /// Require HTTP basic auth with this user and password (htpasswd, bcrypt).
     pub basic_auth: Option<(String, String)>,
+    /// Serve HTTPS with a certificate for `127.0.0.1` signed by a fresh test CA (see
+    /// [`Registry::ca_dir`]).
+    pub tls: bool,
 }
 
 /// A running registry; stopped (SIGTERM, then waited for) on drop.
@@ -60,6 +63,17 @@ impl Registry {
                 )
             }
         };
+        let tls = if config.tls {
+            let certs = dir.path().join("certs");
+            make_certificates(&certs)?;
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                certs.join("server.crt").display(),
+                certs.join("server.key").display()
+            )
+        } else {
+            String::new()
+        };
         // A free port: bind :0, read the port, release it for the registry. Retried
         // below when another process grabs it in between.
         let mut last_error = None;
@@ -72,7 +86,7 @@ impl Registry {
                 format!(
                     "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: {addr}\n  secret: harness-secret\n{auth}",
+                     http:\n  addr: {addr}\n  secret: harness-secret\n{tls}{auth}",
                     storage.display()
                 ),
             )?;
@@ -108,6 +122,12 @@ impl Registry {
         &self.addr
     }
 
+    /// A directory holding only the test CA certificate (`ca.crt`), for `--cert-dir`;
+    /// meaningful with [`RegistryConfig::tls`].
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("certs/ca")
+    }
+
     /// Where the registry keeps its data (to tamper with blobs in tests).
     pub fn storage_dir(&self) -> PathBuf {
         self.dir.path().join("storage")
@@ -140,9 +160,8 @@ fn wait_ready(child: &mut Child, addr: &str, dir: &Path) -> Result<()> {
                 std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
             );
         }
-        if let Ok(status) = http_status(addr, "/v2/")
-            && (status == 200 || status == 401)
-        {
+        // Any HTTP answer means it listens (a TLS server answers plain HTTP with 400).
+        if http_status(addr, "/v2/").is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -229,4 +248,67 @@ pub fn push_layout(
         );
     }
     Ok(())
+}
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it, with openssl.
+fn make_certificates(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir.join("ca"))?;
+    let run = |args: &[&str]| -> Result<()> {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("running openssl")?;
+        if !output.status.success() {
+            bail!(
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=executor test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca/ca.crt"]);
+    run(&ca)?;
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    run(&csr)?;
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca/ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ])
 }

@@ -489,6 +489,7 @@ async fn layout_with_a_corrupt_blob_is_refused() {
 async fn auth_protected_registry_needs_credentials() {
     let registry = Registry::start_with(&RegistryConfig {
         basic_auth: Some(("tester".into(), "t0ps3cret".into())),
+        ..RegistryConfig::default()
     })
     .unwrap();
     let layout = tempfile::tempdir().unwrap();
@@ -587,5 +588,43 @@ async fn stalled_transfer_times_out_and_is_retried() {
     let reference = source(&format!("{}/stall/app:v1", proxy.addr()));
     let record = pull(&store, &reference, &opts).await.unwrap();
     assert_eq!(proxy.faults(), 1);
+    assert_blobs_stored(&store, &record);
+}
+
+#[tokio::test]
+async fn https_registry_with_an_extra_ca() {
+    let registry = Registry::start_with(&RegistryConfig {
+        tls: true,
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
+    push_layout(
+        layout.path(),
+        "v1",
+        &registry,
+        "tls/app:v1",
+        ManifestFormat::Oci,
+        None,
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let reference = source(&format!("{}/tls/app:v1", registry.addr()));
+    let mut opts = PullOptions {
+        progress: false,
+        retries: 0,
+        ..PullOptions::default()
+    };
+    // Without the CA the certificate is untrusted.
+    let err = pull(&store, &reference, &opts).await.unwrap_err().chain();
+    assert!(err.contains(registry.addr()), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    assert!(store.images().unwrap().is_empty());
+
+    opts.registry.cert_dir = Some(registry.ca_dir());
+    let record = pull(&store, &reference, &opts).await.unwrap();
+    assert_eq!(record.manifest_digest.to_string(), built.digest);
     assert_blobs_stored(&store, &record);
 }
