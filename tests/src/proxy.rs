@@ -20,6 +20,10 @@ pub enum Fault {
     CutAfter(usize),
     /// Stop sending (but keep the connection open) after this many response bytes.
     StallAfter(usize),
+    /// Inject nothing; only count requests (see [`FaultProxy::requests`]).
+    None,
+    /// Answer with this HTTP status (and `Retry-After: 1` for 429) instead of forwarding.
+    Status(u16),
 }
 
 /// A running proxy; stopped on drop.
@@ -29,6 +33,7 @@ pub struct FaultProxy {
     stop: Arc<AtomicBool>,
     faults: Arc<AtomicUsize>,
     range_requests: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -41,6 +46,7 @@ impl FaultProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let faults = Arc::new(AtomicUsize::new(0));
         let range_requests = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let state = Shared {
             upstream: upstream.to_owned(),
             path_part: path_part.to_owned(),
@@ -48,6 +54,7 @@ impl FaultProxy {
             stop: stop.clone(),
             faults: faults.clone(),
             range_requests: range_requests.clone(),
+            requests: requests.clone(),
         };
         let accept = std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -66,6 +73,7 @@ impl FaultProxy {
             stop,
             faults,
             range_requests,
+            requests,
             accept: Some(accept),
         })
     }
@@ -78,6 +86,11 @@ impl FaultProxy {
     /// How many faults were injected (0 or 1).
     pub fn faults(&self) -> usize {
         self.faults.load(Ordering::SeqCst)
+    }
+
+    /// How many GET requests went to the watched path.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 
     /// How many requests carried a `Range` header for the faulted path.
@@ -105,6 +118,7 @@ struct Shared {
     stop: Arc<AtomicBool>,
     faults: Arc<AtomicUsize>,
     range_requests: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -117,11 +131,15 @@ impl Shared {
         let has_range = text
             .lines()
             .any(|l| l.to_ascii_lowercase().starts_with("range:"));
+        if targeted {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+        }
         if targeted && has_range {
             self.range_requests.fetch_add(1, Ordering::SeqCst);
         }
         let inject = targeted
             && !has_range
+            && self.fault != Fault::None
             && self
                 .faults
                 .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
@@ -135,11 +153,25 @@ impl Shared {
             }
         }
         forwarded.push_str("Connection: close\r\n\r\n");
+        if let (true, Fault::Status(code)) = (inject, self.fault) {
+            let retry_after = if code == 429 {
+                "Retry-After: 1\r\n"
+            } else {
+                ""
+            };
+            write!(
+                client,
+                "HTTP/1.1 {code} Injected\r\n{retry_after}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
         let mut upstream = TcpStream::connect(&self.upstream)?;
         upstream.write_all(forwarded.as_bytes())?;
         let limit = match (inject, self.fault) {
             (false, _) => usize::MAX,
             (true, Fault::CutAfter(n) | Fault::StallAfter(n)) => n,
+            (true, Fault::Status(_) | Fault::None) => unreachable!("handled above"),
         };
         let mut sent = 0usize;
         let mut buf = [0u8; 16 * 1024];

@@ -371,7 +371,7 @@ async fn plain_http_only_when_asked() {
 }
 
 #[tokio::test]
-async fn concurrent_pulls_of_one_image_all_succeed() {
+async fn concurrent_pulls_download_each_blob_once_and_all_succeed() {
     let registry = Registry::start().unwrap();
     let layout = tempfile::tempdir().unwrap();
     let built = busybox_image(layout.path(), "v1", Compression::Gzip);
@@ -384,17 +384,17 @@ async fn concurrent_pulls_of_one_image_all_succeed() {
         None,
     )
     .unwrap();
+    // Count the downloads of the base layer on the way.
+    let proxy = FaultProxy::start(registry.addr(), &built.layers[0], Fault::None).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let reference = source(&format!("{}/conc/app:v1", registry.addr()));
+    let reference = source(&format!("{}/conc/app:v1", proxy.addr()));
+    let mut opts = options(&registry);
+    opts.registry.insecure_registries = vec![proxy.addr().to_owned()];
     let mut tasks = Vec::new();
     for _ in 0..4 {
         // Each task opens the store itself, as separate processes would: separate lock
         // file descriptions, so flock serializes them like processes.
-        let (root, reference, opts) = (
-            root.path().to_owned(),
-            reference.clone(),
-            options(&registry),
-        );
+        let (root, reference, opts) = (root.path().to_owned(), reference.clone(), opts.clone());
         tasks.push(tokio::spawn(async move {
             let store = Store::open(&root).unwrap();
             pull(&store, &reference, &opts).await
@@ -404,6 +404,11 @@ async fn concurrent_pulls_of_one_image_all_succeed() {
         let record = task.await.unwrap().unwrap();
         assert_eq!(record.manifest_digest.to_string(), built.digest);
     }
+    assert_eq!(
+        proxy.requests(),
+        1,
+        "the base layer was downloaded more than once"
+    );
     let store = Store::open(root.path()).unwrap();
     let record = store.image(&reference).unwrap().unwrap();
     assert_blobs_stored(&store, &record);
@@ -627,4 +632,45 @@ async fn https_registry_with_an_extra_ca() {
     let record = pull(&store, &reference, &opts).await.unwrap();
     assert_eq!(record.manifest_digest.to_string(), built.digest);
     assert_blobs_stored(&store, &record);
+}
+
+#[tokio::test]
+async fn server_errors_and_rate_limits_are_retried() {
+    let registry = Registry::start().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
+    push_layout(
+        layout.path(),
+        "v1",
+        &registry,
+        "flaky/app:v1",
+        ManifestFormat::Oci,
+        None,
+    )
+    .unwrap();
+    for (path_part, code) in [("/manifests/v1", 503), (built.layers[1].as_str(), 429)] {
+        let proxy = FaultProxy::start(registry.addr(), path_part, Fault::Status(code)).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let mut opts = options(&registry);
+        opts.registry.insecure_registries = vec![proxy.addr().to_owned()];
+        let reference = source(&format!("{}/flaky/app:v1", proxy.addr()));
+        let record = pull(&store, &reference, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("HTTP {code} on {path_part} not retried: {}", e.chain()));
+        assert_eq!(proxy.faults(), 1, "HTTP {code} was not injected");
+        assert_eq!(record.manifest_digest.to_string(), built.digest);
+        assert_blobs_stored(&store, &record);
+
+        // With no retries allowed the same fault fails the pull, naming the status.
+        let proxy = FaultProxy::start(registry.addr(), path_part, Fault::Status(code)).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        opts.registry.insecure_registries = vec![proxy.addr().to_owned()];
+        opts.retries = 0;
+        let reference = source(&format!("{}/flaky/app:v1", proxy.addr()));
+        let err = pull(&store, &reference, &opts).await.unwrap_err().chain();
+        assert!(err.contains(&code.to_string()), "{err}");
+        assert!(tmp_is_empty(root.path()));
+    }
 }
