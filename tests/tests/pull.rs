@@ -453,6 +453,22 @@ async fn pulls_from_an_oci_layout() {
         .unwrap_err()
         .chain();
     assert!(err.contains("holds 2 images"), "{err}");
+    // A multi-platform index in the layout, as `skopeo copy --all ... oci:DIR:TAG` writes.
+    let host = ImageSpec::host(vec![busybox_layer(Compression::Gzip).unwrap()]);
+    let arm64 = ImageSpec {
+        architecture: "arm64".into(),
+        ..host.clone()
+    };
+    let (index, images) = write_index(layout.path(), "multi", &[arm64, host]).unwrap();
+    let record = pull(&store, &source(&format!("oci-layout:{dir}:multi")), &opts)
+        .await
+        .unwrap();
+    assert_eq!(record.manifest_digest.to_string(), images[1].digest);
+    assert_eq!(
+        record.index_digest.map(|d| d.to_string()),
+        Some(index.digest)
+    );
+
     let err = pull(&store, &source("oci-layout:/nonexistent/layout:v1"), &opts)
         .await
         .unwrap_err()

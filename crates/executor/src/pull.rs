@@ -12,8 +12,8 @@ use crate::reference::ImageSource;
 use crate::source::layout::LayoutReader;
 use crate::source::registry::{RegistryOptions, RegistryReader};
 use crate::source::{
-    ImageReader, LAYER_MEDIA_TYPES, Manifest, Platform, SourceError, parse_manifest,
-    select_platform, verify_bytes,
+    CONFIG_MEDIA_TYPES, ImageReader, LAYER_MEDIA_TYPES, Manifest, Platform, SourceError,
+    parse_manifest, select_platform, verify_bytes,
 };
 use crate::store::{ImageRecord, Store, StoreError};
 use futures::{StreamExt, TryStreamExt};
@@ -51,6 +51,14 @@ pub enum PullError {
         /// The layer's digest.
         digest: Digest,
         /// Its media type.
+        media_type: String,
+    },
+    /// The manifest describes an artifact (Helm chart, signature, ...), not a container image.
+    #[error("pulling {reference}: not a container image (config media type {media_type})")]
+    NotAnImage {
+        /// The normalized reference being pulled.
+        reference: String,
+        /// The config's media type.
         media_type: String,
     },
     /// A blob transfer made no progress for longer than the stall timeout, every try.
@@ -212,6 +220,13 @@ impl Puller<'_> {
             }
         };
 
+        let config_type = manifest.config().media_type().to_string();
+        if !CONFIG_MEDIA_TYPES.contains(&config_type.as_str()) {
+            return Err(PullError::NotAnImage {
+                reference: self.reference.clone(),
+                media_type: config_type,
+            });
+        }
         for layer in manifest.layers() {
             let media_type = layer.media_type().to_string();
             if !LAYER_MEDIA_TYPES.contains(&media_type.as_str()) {

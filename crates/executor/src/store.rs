@@ -239,7 +239,8 @@ impl Store {
         lock_blocking(self.locks_dir().join("store.lock"), FlockArg::LockShared).await
     }
 
-    /// Starts writing a blob; see [`BlobWriter`]. The caller should hold [`Store::lock_blob`].
+    /// Starts writing a blob; see [`BlobWriter`]. The caller should hold [`Store::lock_shared`]
+    /// and [`Store::lock_blob`] (as [`crate::pull::pull`] does).
     pub async fn blob_writer(&self, digest: &Digest, size: u64) -> Result<BlobWriter, StoreError> {
         let hex = sha256_hex(digest)?;
         let tmp_dir = self.tmp_dir();
@@ -260,7 +261,8 @@ impl Store {
         })
     }
 
-    /// Stores a small in-memory blob (a manifest), verifying digest and size.
+    /// Stores a small in-memory blob (a manifest), verifying digest and size. The caller
+    /// should hold [`Store::lock_shared`], or a concurrent prune may delete the blob.
     pub async fn put_blob(&self, digest: &Digest, data: &[u8]) -> Result<(), StoreError> {
         if self.has_blob(digest, data.len() as u64) {
             return Ok(());
@@ -382,6 +384,15 @@ impl Store {
             tracing::debug!(blob = %path.display(), size, "pruned blob");
             report.blobs_removed += 1;
             report.bytes_freed += size;
+        }
+        // No pull runs while we hold the store lock exclusively, and only pulls take
+        // blob locks, so the per-blob lock files can go too instead of piling up.
+        let locks = self.locks_dir();
+        for entry in fs::read_dir(&locks).map_err(io_err("listing", &locks))? {
+            let path = entry.map_err(io_err("listing", &locks))?.path();
+            if path.file_name().is_some_and(|n| n != "store.lock") {
+                let _ = fs::remove_file(&path);
+            }
         }
         Ok(report)
     }
@@ -713,6 +724,8 @@ mod tests {
         assert!(!store.blob_path(&digest_of(only_b)).exists());
         assert!(store.blob_path(&digest_of(shared)).exists());
         assert!(store.read_config(&record_a).is_ok());
+        let locks: Vec<_> = files_in(&dir.path().join("locks"));
+        assert_eq!(locks, [dir.path().join("locks/store.lock")], "blob lock files kept");
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
     DOCKER_MANIFEST_LIST,
 ];
 
+/// Config media types of container images (OCI and Docker); anything else is an artifact.
+pub const CONFIG_MEDIA_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
 /// Layer media types the executor can unpack (tar, tar+gzip, tar+zstd; OCI and Docker).
 pub const LAYER_MEDIA_TYPES: [&str; 6] = [
     "application/vnd.oci.image.layer.v1.tar",
