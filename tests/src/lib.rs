@@ -1,10 +1,12 @@
 //! Test harness: starts real parts (a registry, runtimes) and builds test images.
 #![deny(missing_docs)]
 
+pub mod binary;
 pub mod image;
 pub mod proxy;
 pub mod registry;
 
+pub use binary::executor_bin;
 pub use image::{
     BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, write_image, write_index,
 };

@@ -690,3 +690,96 @@ async fn server_errors_and_rate_limits_are_retried() {
         assert!(tmp_is_empty(root.path()));
     }
 }
+
+/// Runs the executor binary with `--root root`; returns (exit code, stdout, stderr).
+fn executor(root: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(integration_tests::executor_bin().unwrap())
+        .arg("--root")
+        .arg(root)
+        .args(["--log-level", "warn"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_pull_images_rmi_prune() {
+    let registry = Registry::start().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
+    push_layout(
+        layout.path(),
+        "v1",
+        &registry,
+        "cli/app:v1",
+        ManifestFormat::Oci,
+        None,
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/cli/app:v1", registry.addr());
+
+    let (code, stdout, stderr) = executor(
+        root.path(),
+        &["pull", &image, "--insecure-registry", registry.addr()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), built.digest);
+    let layout_ref = format!("oci-layout:{}:v1", layout.path().display());
+    let (code, _, stderr) = executor(root.path(), &["pull", &layout_ref]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let (code, table, _) = executor(root.path(), &["images"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("REFERENCE"), "{table}");
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        table.contains(&image) && table.contains(&layout_ref),
+        "{table}"
+    );
+    assert!(table.contains(&built.digest), "{table}");
+
+    let (code, json, _) = executor(root.path(), &["images", "--format", "json"]);
+    assert_eq!(code, 0);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{json}");
+    assert_eq!(rows[0]["digest"], built.digest.as_str());
+    assert!(rows[0]["size"].as_u64().unwrap() > 500_000, "{json}");
+
+    // Both references share every blob: removing one prunes nothing.
+    let (code, _, stderr) = executor(root.path(), &["rmi", &image]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, _) = executor(root.path(), &["prune"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("removed 0 blobs"), "{stdout}");
+    let (code, _, _) = executor(root.path(), &["rmi", &layout_ref]);
+    assert_eq!(code, 0);
+    let (code, stdout, _) = executor(root.path(), &["prune"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("removed 4 blobs"), "{stdout}");
+    let blobs = std::fs::read_dir(root.path().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0);
+
+    // Errors: one line, exit 125, naming what was wrong.
+    let (code, _, stderr) = executor(root.path(), &["rmi", &image]);
+    assert_eq!(code, 125);
+    assert!(
+        stderr.contains(&image) && stderr.contains("not in the store"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = executor(root.path(), &["pull", "Not/Valid"]);
+    assert_eq!(code, 125);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("executor: invalid image reference \"Not/Valid\""),
+        "{stderr}"
+    );
+}

@@ -725,7 +725,11 @@ mod tests {
         assert!(store.blob_path(&digest_of(shared)).exists());
         assert!(store.read_config(&record_a).is_ok());
         let locks: Vec<_> = files_in(&dir.path().join("locks"));
-        assert_eq!(locks, [dir.path().join("locks/store.lock")], "blob lock files kept");
+        assert_eq!(
+            locks,
+            [dir.path().join("locks/store.lock")],
+            "blob lock files kept"
+        );
     }
 
     #[test]
