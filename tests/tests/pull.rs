@@ -671,10 +671,18 @@ async fn server_errors_and_rate_limits_are_retried() {
         let mut opts = options(&registry);
         opts.registry.insecure_registries = vec![proxy.addr().to_owned()];
         let reference = source(&format!("{}/flaky/app:v1", proxy.addr()));
+        let started = std::time::Instant::now();
         let record = pull(&store, &reference, &opts)
             .await
             .unwrap_or_else(|e| panic!("HTTP {code} on {path_part} not retried: {}", e.chain()));
         assert_eq!(proxy.faults(), 1, "HTTP {code} was not injected");
+        if code == 429 {
+            // The proxy said `Retry-After: 1`; the 50ms backoff must not apply.
+            assert!(
+                started.elapsed() >= Duration::from_millis(950),
+                "Retry-After ignored"
+            );
+        }
         assert_eq!(record.manifest_digest.to_string(), built.digest);
         assert_blobs_stored(&store, &record);
 

@@ -5,8 +5,8 @@
 //! Faults are handled where they happen: transient errors (connection resets, 5xx, 429,
 //! stalls) are retried with exponential backoff, and a blob interrupted mid-way resumes
 //! from where it stopped with an HTTP `Range` request when the registry allows it.
-//! Caveat: oci-client does not expose response headers on errors, so a 429's
-//! `Retry-After` is not read; the backoff (1s, 2s, 4s, ... capped at 30s) applies instead.
+//! The backoff is 1s, 2s, 4s, ... capped at 30s, unless the registry sent `Retry-After`
+//! (seconds, on blob requests), which is honoured up to 5 minutes.
 
 use crate::reference::ImageSource;
 use crate::source::layout::LayoutReader;
@@ -294,7 +294,7 @@ impl Puller<'_> {
             match op().await {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_transient() && attempt < self.opts.retries => {
-                    let delay = self.backoff(attempt);
+                    let delay = self.delay(attempt, &e);
                     tracing::warn!(what, attempt = attempt + 1, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
@@ -304,7 +304,11 @@ impl Puller<'_> {
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
+    /// How long to wait before retry number `attempt + 1` after `error`.
+    fn delay(&self, attempt: u32, error: &SourceError) -> Duration {
+        if let Some(asked) = error.retry_after() {
+            return asked.min(Duration::from_secs(300));
+        }
         let factor = 2u32.saturating_pow(attempt.min(16));
         (self.opts.initial_backoff * factor).min(Duration::from_secs(30))
     }
@@ -339,7 +343,7 @@ impl Puller<'_> {
             match result {
                 Ok(()) => break,
                 Err(Failure::Source(e)) if e.is_transient() && attempt < self.opts.retries => {
-                    let delay = self.backoff(attempt);
+                    let delay = self.delay(attempt, &e);
                     tracing::warn!(
                         image = %self.reference, blob = %digest, attempt = attempt + 1,
                         resume_at = writer.written(), delay_ms = delay.as_millis() as u64,

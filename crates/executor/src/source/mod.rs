@@ -14,6 +14,7 @@ use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Bytes of a blob as they arrive.
 pub type ByteStream = BoxStream<'static, Result<Bytes, SourceError>>;
@@ -82,6 +83,8 @@ pub enum SourceError {
         what: String,
         /// The underlying error, flattened to text.
         detail: String,
+        /// How long the registry asked us to wait (`Retry-After`), if it did.
+        retry_after: Option<Duration>,
     },
     /// Any other registry error.
     #[error("registry error fetching {what}: {detail}")]
@@ -139,6 +142,14 @@ impl SourceError {
     /// Whether retrying the same request may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, SourceError::Transient { .. })
+    }
+
+    /// The delay the server asked for before retrying (`Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SourceError::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 }
 

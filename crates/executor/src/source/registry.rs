@@ -1,17 +1,19 @@
-//! Reading images from a registry over the OCI distribution protocol, with `oci-client`
-//! doing the HTTP, the token dance and the `Range` requests.
+//! Reading images from a registry over the OCI distribution protocol.
+//!
+//! `oci-client` resolves manifests and does the token dance. Blobs are fetched with a
+//! small `reqwest` client of our own (using oci-client's token) because oci-client does
+//! not expose response headers on errors: we need `Retry-After` on 429/503, and
+//! `Content-Range` to be sure a resumed download continues where ours stopped.
 
 use super::{ByteStream, ImageReader, SourceError, verify_bytes};
 use crate::auth::{self, Credentials};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use oci_client::client::{
-    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
-};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use oci_spec::image::{Descriptor, Digest};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -39,6 +41,19 @@ pub struct RegistryReader {
     client: Client,
     reference: Reference,
     auth: RegistryAuth,
+    http: reqwest::Client,
+    /// `scheme://host/v2/repository`.
+    base_url: String,
+    /// How blob requests authenticate, found on first use (a token may be renewed).
+    blob_auth: tokio::sync::Mutex<Option<BlobAuth>>,
+}
+
+/// What a blob request carries. Never logged.
+#[derive(Clone)]
+enum BlobAuth {
+    None,
+    Basic(String, String),
+    Bearer(String),
 }
 
 impl std::fmt::Debug for RegistryReader {
@@ -63,13 +78,37 @@ impl RegistryReader {
             Some(dir) => read_certificates(dir).map_err(setup)?,
             None => Vec::new(),
         };
+        let connect_timeout = opts.connect_timeout.unwrap_or(Duration::from_secs(15));
+        let read_timeout = opts.read_timeout.unwrap_or(Duration::from_secs(60));
+        let roots = extra_root_certificates
+            .iter()
+            .map(reqwest::Certificate::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| setup(format!("bad CA certificate: {e}")))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .read_timeout(read_timeout)
+            .tls_certs_merge(roots)
+            .user_agent(concat!("executor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| setup(error_chain(&e)))?;
+        let scheme = if opts.insecure_registries.iter().any(|r| r == &registry) {
+            "http"
+        } else {
+            "https"
+        };
+        let base_url = format!(
+            "{scheme}://{}/v2/{}",
+            reference.resolve_registry(),
+            reference.repository()
+        );
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(opts.insecure_registries.clone()),
             extra_root_certificates,
             // We pick platforms ourselves (with variants and attestation filtering).
             platform_resolver: None,
-            connect_timeout: Some(opts.connect_timeout.unwrap_or(Duration::from_secs(15))),
-            read_timeout: Some(opts.read_timeout.unwrap_or(Duration::from_secs(60))),
+            connect_timeout: Some(connect_timeout),
+            read_timeout: Some(read_timeout),
             ..ClientConfig::default()
         };
         let auth = match auth::credentials_for(&registry, opts.auth_file.as_deref())
@@ -87,7 +126,62 @@ impl RegistryReader {
             client: Client::new(config),
             reference,
             auth,
+            http,
+            base_url,
+            blob_auth: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// The authorization for blob requests: a bearer token from the registry's token
+    /// service (via oci-client), else basic credentials, else nothing. Cached; `renew`
+    /// drops the cached one first (an expired token).
+    async fn blob_auth(&self, renew: bool) -> Result<BlobAuth, SourceError> {
+        let mut cached = self.blob_auth.lock().await;
+        if renew {
+            *cached = None;
+        }
+        if let Some(auth) = cached.as_ref() {
+            return Ok(auth.clone());
+        }
+        let token = self
+            .client
+            .auth(&self.reference, &self.auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| self.classify(&self.reference.to_string(), e))?;
+        let auth = match (token, &self.auth) {
+            (Some(token), _) => BlobAuth::Bearer(token),
+            (None, RegistryAuth::Basic(user, password)) => {
+                BlobAuth::Basic(user.clone(), password.clone())
+            }
+            (None, RegistryAuth::Bearer(token)) => BlobAuth::Bearer(token.clone()),
+            (None, RegistryAuth::Anonymous) => BlobAuth::None,
+        };
+        *cached = Some(auth.clone());
+        Ok(auth)
+    }
+
+    async fn blob_request(
+        &self,
+        digest: &str,
+        offset: u64,
+        renew_auth: bool,
+    ) -> Result<reqwest::Response, SourceError> {
+        let url = format!("{}/blobs/{digest}", self.base_url);
+        let mut request = self.http.get(&url);
+        // Redirects to another host (object storage) drop the Authorization header:
+        // reqwest strips it on cross-origin redirects, so credentials do not leak.
+        request = match self.blob_auth(renew_auth).await? {
+            BlobAuth::None => request,
+            BlobAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
+            BlobAuth::Bearer(token) => request.bearer_auth(token),
+        };
+        if offset > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| classify_reqwest(self.reference.registry(), digest, e))
     }
 
     fn classify(&self, what: &str, err: OciDistributionError) -> SourceError {
@@ -140,46 +234,101 @@ impl ImageReader for RegistryReader {
         offset: u64,
     ) -> Result<(ByteStream, u64), SourceError> {
         let digest = descriptor.digest().to_string();
-        let (stream, start) = if offset == 0 {
-            let sized = self
-                .client
-                .pull_blob_stream(&self.reference, digest.as_str())
-                .await
-                .map_err(|e| self.classify(&digest, e))?;
-            (sized.stream, 0)
-        } else {
-            // Resume: ask for the rest; a registry that ignores ranges sends it all.
-            match self
-                .client
-                .pull_blob_stream_partial(&self.reference, digest.as_str(), offset, None)
-                .await
-                .map_err(|e| self.classify(&digest, e))?
-            {
-                BlobResponse::Full(sized) => (sized.stream, 0),
-                BlobResponse::Partial(sized) => (sized.stream, offset),
+        let mut response = self.blob_request(&digest, offset, false).await?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            // Tokens expire during long pulls: get a fresh one once.
+            response = self.blob_request(&digest, offset, true).await?;
+        }
+        let status = response.status();
+        let start = match status.as_u16() {
+            200 => 0,
+            206 => {
+                let range = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(content_range_start);
+                if range != Some(offset) {
+                    return Err(SourceError::Registry {
+                        what: digest,
+                        detail: format!("asked for bytes from {offset}, got range {range:?}"),
+                    });
+                }
+                offset
+            }
+            // Nothing left to send from there (or ranges unsupported): start over.
+            416 if offset > 0 => return self.blob(descriptor, 0).await,
+            401 | 403 => {
+                return Err(SourceError::Unauthorized {
+                    reference: self.reference.to_string(),
+                });
+            }
+            404 => {
+                return Err(SourceError::NotFound {
+                    reference: self.reference.to_string(),
+                    detail: format!("blob {digest} is missing from the registry"),
+                });
+            }
+            code => {
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let body = response.text().await.unwrap_or_default();
+                let detail = format!("HTTP {code} for blob {digest}: {}", body.trim());
+                return Err(if code == 429 || (500..600).contains(&code) {
+                    SourceError::Transient {
+                        what: digest,
+                        detail,
+                        retry_after,
+                    }
+                } else {
+                    SourceError::Registry {
+                        what: digest,
+                        detail,
+                    }
+                });
             }
         };
-        let stream = stream.map_err(move |e| io_stream_error(&digest, e)).boxed();
+        let stream = response
+            .bytes_stream()
+            .map_err(move |e| SourceError::Transient {
+                what: digest.clone(),
+                detail: error_chain(&e),
+                retry_after: None,
+            })
+            .boxed();
         Ok((stream, start))
     }
 }
 
-/// Maps an error from the middle of a blob stream: oci-client reports a digest mismatch
-/// as an `io::Error` wrapping its `DigestError`; anything else mid-stream is a
-/// connection problem worth retrying.
-fn io_stream_error(digest: &str, err: std::io::Error) -> SourceError {
-    if let Some(oci_client::errors::DigestError::VerificationError { actual, .. }) = err
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
-    {
-        return SourceError::DigestMismatch {
-            digest: digest.to_owned(),
-            actual: actual.clone(),
-        };
-    }
-    SourceError::Transient {
-        what: digest.to_owned(),
-        detail: error_chain(&err),
+/// The first byte position of a `Content-Range: bytes START-END/TOTAL` header.
+fn content_range_start(value: &str) -> Option<u64> {
+    value
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn classify_reqwest(registry: &str, what: &str, e: reqwest::Error) -> SourceError {
+    let detail = error_chain(&e);
+    if e.is_connect() {
+        SourceError::Unreachable {
+            registry: registry.to_owned(),
+            detail,
+        }
+    } else {
+        // Timeouts, resets, truncated bodies: worth another try.
+        SourceError::Transient {
+            what: what.to_owned(),
+            detail,
+            retry_after: None,
+        }
     }
 }
 
@@ -199,7 +348,11 @@ fn classify(reference: &Reference, what: &str, err: OciDistributionError) -> Sou
             if e.is_connect() {
                 SourceError::Unreachable { registry, detail }
             } else if e.is_timeout() || e.is_body() || e.is_request() || e.is_decode() {
-                SourceError::Transient { what, detail }
+                SourceError::Transient {
+                    what,
+                    detail,
+                    retry_after: None,
+                }
             } else {
                 SourceError::Registry { what, detail }
             }
@@ -239,7 +392,11 @@ fn classify(reference: &Reference, what: &str, err: OciDistributionError) -> Sou
                 .iter()
                 .any(|c| matches!(c, OciErrorCode::Toomanyrequests))
             {
-                SourceError::Transient { what, detail }
+                SourceError::Transient {
+                    what,
+                    detail,
+                    retry_after: None,
+                }
             } else {
                 SourceError::Registry { what, detail }
             }
@@ -251,7 +408,11 @@ fn classify(reference: &Reference, what: &str, err: OciDistributionError) -> Sou
                     reference: reference.to_string(),
                     detail,
                 },
-                429 | 500..=599 => SourceError::Transient { what, detail },
+                429 | 500..=599 => SourceError::Transient {
+                    what,
+                    detail,
+                    retry_after: None,
+                },
                 _ => SourceError::Registry { what, detail },
             }
         }
@@ -265,6 +426,7 @@ fn classify(reference: &Reference, what: &str, err: OciDistributionError) -> Sou
         OciDistributionError::IoError(e) => SourceError::Transient {
             what,
             detail: error_chain(&e),
+            retry_after: None,
         },
         other => SourceError::Registry {
             what,
@@ -349,6 +511,14 @@ mod tests {
         );
         assert!(matches!(err, SourceError::NotFound { .. }));
         assert!(err.to_string().contains("127.0.0.1:5000/app:v1"), "{err}");
+    }
+
+    #[test]
+    fn content_range_start_is_parsed() {
+        assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(content_range_start("bytes 0-0/1"), Some(0));
+        assert_eq!(content_range_start("bytes */200"), None);
+        assert_eq!(content_range_start("items 1-2/3"), None);
     }
 
     #[test]
