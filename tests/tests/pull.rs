@@ -195,6 +195,56 @@ async fn picks_the_platform_from_an_index() {
 }
 
 #[tokio::test]
+async fn picks_the_platform_from_a_docker_manifest_list() {
+    let registry = Registry::start().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let host = ImageSpec::host(vec![busybox_layer(Compression::Gzip).unwrap()]);
+    let arm64 = ImageSpec {
+        architecture: "arm64".into(),
+        layers: vec![LayerSpec {
+            entries: vec![Entry::file("etc/arch", "arm64")],
+            compression: Compression::Gzip,
+        }],
+        ..host.clone()
+    };
+    write_index(layout.path(), "multi", &[arm64, host]).unwrap();
+    push_layout(
+        layout.path(),
+        "multi",
+        &registry,
+        "list/app:1",
+        ManifestFormat::DockerV2,
+        None,
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let mut opts = options(&registry);
+    opts.platform = Some("linux/arm64".parse().unwrap());
+    let record = pull(
+        &store,
+        &source(&format!("{}/list/app:1", registry.addr())),
+        &opts,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        record.manifest_media_type.to_string(),
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let index = store
+        .read_blob(record.index_digest.as_ref().unwrap())
+        .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    assert_eq!(record.platform.as_deref(), Some("linux/arm64"));
+    assert_blobs_stored(&store, &record);
+}
+
+#[tokio::test]
 async fn pulls_docker_schema2_images() {
     let registry = Registry::start().unwrap();
     let layout = tempfile::tempdir().unwrap();
