@@ -59,7 +59,8 @@ impl LayoutReader {
         serde_json::from_slice(&data).map_err(|e| self.error(&index_path, e.to_string()))
     }
 
-    fn pick<'a>(&self, index: &'a ImageIndex) -> Result<Option<&'a Descriptor>, SourceError> {
+    /// The digest of the manifest (or index) the target names.
+    fn pick(&self, index: &ImageIndex) -> Result<Digest, SourceError> {
         let manifests = index.manifests();
         let tags = || {
             let names: Vec<String> = manifests.iter().filter_map(ref_name).collect();
@@ -71,7 +72,7 @@ impl LayoutReader {
         };
         match &self.target {
             LayoutTarget::Only => match manifests.as_slice() {
-                [only] => Ok(Some(only)),
+                [only] => Ok(only.digest().clone()),
                 [] => Err(self.error(&self.path, "the layout holds no image")),
                 many => Err(self.error(
                     &self.path,
@@ -85,7 +86,7 @@ impl LayoutReader {
             LayoutTarget::Tag(tag) => manifests
                 .iter()
                 .find(|d| ref_name(d).as_deref() == Some(tag))
-                .map(Some)
+                .map(|d| d.digest().clone())
                 .ok_or_else(|| {
                     self.error(
                         &self.path,
@@ -93,8 +94,8 @@ impl LayoutReader {
                     )
                 }),
             // A digest may name a manifest that is not listed in index.json itself (a
-            // platform manifest inside a listed index): read it as a plain blob.
-            LayoutTarget::Digest(digest) => Ok(manifests.iter().find(|d| d.digest() == digest)),
+            // platform manifest inside a listed index): it is read as a plain blob.
+            LayoutTarget::Digest(digest) => Ok(digest.clone()),
         }
     }
 }
@@ -110,11 +111,7 @@ fn ref_name(descriptor: &Descriptor) -> Option<String> {
 impl ImageReader for LayoutReader {
     async fn root_manifest(&self) -> Result<(Bytes, Digest), SourceError> {
         let index = self.read_index().await?;
-        let digest = match (self.pick(&index)?, &self.target) {
-            (Some(descriptor), _) => descriptor.digest().clone(),
-            (None, LayoutTarget::Digest(digest)) => digest.clone(),
-            (None, _) => unreachable!("only a digest target may be unlisted"),
-        };
+        let digest = self.pick(&index)?;
         let bytes = self.manifest(&digest).await?;
         verify_bytes(&digest, &bytes)?;
         Ok((bytes, digest))
