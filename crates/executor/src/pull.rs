@@ -368,10 +368,14 @@ impl Puller<'_> {
             }
         }
         writer.commit().await.map_err(|e| self.store_err(e))?;
-        if let Some(bar) = bar {
-            bar.finish();
+        match bar {
+            // The bar already shows it; a log line would tear the bars apart.
+            Some(bar) => {
+                bar.finish();
+                tracing::debug!(image = %self.reference, blob = %digest, size, "fetched blob");
+            }
+            None => tracing::info!(image = %self.reference, blob = %digest, size, "fetched blob"),
         }
-        tracing::info!(image = %self.reference, blob = %digest, size, "fetched blob");
         Ok(())
     }
 
