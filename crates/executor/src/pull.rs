@@ -16,9 +16,10 @@ use crate::source::{
     parse_manifest, select_platform, verify_bytes,
 };
 use crate::store::{ImageRecord, Store, StoreError};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use oci_spec::image::{Descriptor, Digest};
+use oci_spec::image::{Descriptor, Digest, ImageManifest, MediaType};
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -172,53 +173,13 @@ impl Puller<'_> {
         let (root_bytes, root_digest) = self
             .retrying(&self.reference, || self.reader.root_manifest())
             .await?;
-        let wanted = self.opts.platform.clone().unwrap_or_else(Platform::host);
-
-        let (manifest, media_type, manifest_digest, index_digest, platform) = match parse_manifest(
-            &root_digest,
-            &root_bytes,
-        )
-        .map_err(|e| self.source_err(e))?
-        {
-            Manifest::Image(manifest, media_type) => {
-                self.put_manifest(&root_digest, &root_bytes).await?;
-                (manifest, media_type, root_digest, None, None)
-            }
-            Manifest::Index(index) => {
-                let chosen = select_platform(&index, &wanted, &self.reference)
-                    .map_err(|e| self.source_err(e))?;
-                let digest = chosen.digest().clone();
-                let bytes = self
-                    .retrying(digest.as_ref(), || self.reader.manifest(&digest))
-                    .await?;
-                verify_bytes(&digest, &bytes).map_err(|e| self.source_err(e))?;
-                if bytes.len() as u64 != chosen.size() {
-                    return Err(self.store_err(StoreError::SizeMismatch {
-                        digest: digest.clone(),
-                        expected: chosen.size(),
-                        actual: bytes.len() as u64,
-                    }));
-                }
-                let Manifest::Image(manifest, media_type) =
-                    parse_manifest(&digest, &bytes).map_err(|e| self.source_err(e))?
-                else {
-                    return Err(self.source_err(SourceError::BadManifest {
-                        digest,
-                        reason: "an index entry for a platform is itself an index".into(),
-                    }));
-                };
-                self.put_manifest(&root_digest, &root_bytes).await?;
-                self.put_manifest(&digest, &bytes).await?;
-                tracing::debug!(image = %self.reference, platform = %wanted, manifest = %digest, "picked platform");
-                (
-                    manifest,
-                    media_type,
-                    digest,
-                    Some(root_digest),
-                    Some(wanted.to_string()),
-                )
-            }
-        };
+        let Resolved {
+            manifest,
+            media_type,
+            manifest_digest,
+            index_digest,
+            platform,
+        } = self.resolve(root_bytes, root_digest).await?;
 
         let config_type = manifest.config().media_type().to_string();
         if !CONFIG_MEDIA_TYPES.contains(&config_type.as_str()) {
@@ -274,6 +235,66 @@ impl Puller<'_> {
             .map_err(|e| self.store_err(e))?;
         tracing::info!(image = %self.reference, digest = %record.manifest_digest, "pulled");
         Ok(record)
+    }
+
+    /// Turns the root manifest into the platform image manifest (through the index when
+    /// it is one), storing the manifests it used as verified blobs.
+    async fn resolve(&self, root_bytes: Bytes, root_digest: Digest) -> Result<Resolved, PullError> {
+        let index =
+            match parse_manifest(&root_digest, &root_bytes).map_err(|e| self.source_err(e))? {
+                Manifest::Image(manifest, media_type) => {
+                    self.put_manifest(&root_digest, &root_bytes).await?;
+                    return Ok(Resolved {
+                        manifest: *manifest,
+                        media_type,
+                        manifest_digest: root_digest,
+                        index_digest: None,
+                        platform: None,
+                    });
+                }
+                Manifest::Index(index) => index,
+            };
+        let wanted = self.opts.platform.clone().unwrap_or_else(Platform::host);
+        let chosen =
+            select_platform(&index, &wanted, &self.reference).map_err(|e| self.source_err(e))?;
+        let digest = chosen.digest().clone();
+        let bytes = self
+            .retrying(digest.as_ref(), || self.reader.manifest(&digest))
+            .await?;
+        verify_bytes(&digest, &bytes).map_err(|e| self.source_err(e))?;
+        if bytes.len() as u64 != chosen.size() {
+            return Err(self.store_err(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: chosen.size(),
+                actual: bytes.len() as u64,
+            }));
+        }
+        let Manifest::Image(manifest, media_type) =
+            parse_manifest(&digest, &bytes).map_err(|e| self.source_err(e))?
+        else {
+            return Err(self.source_err(SourceError::BadManifest {
+                digest,
+                reason: "an index entry for a platform is itself an index".into(),
+            }));
+        };
+        self.put_manifest(&root_digest, &root_bytes).await?;
+        self.put_manifest(&digest, &bytes).await?;
+        // Name the platform as the index does (`linux/arm` may have picked `linux/arm/v7`).
+        let platform = chosen.platform().as_ref().map(|p| {
+            let mut name = format!("{}/{}", p.os(), p.architecture());
+            if let Some(variant) = p.variant() {
+                name = format!("{name}/{variant}");
+            }
+            name
+        });
+        tracing::debug!(image = %self.reference, wanted = %wanted, manifest = %digest, "picked platform");
+        Ok(Resolved {
+            manifest: *manifest,
+            media_type,
+            manifest_digest: digest,
+            index_digest: Some(root_digest),
+            platform,
+        })
     }
 
     async fn put_manifest(&self, digest: &Digest, bytes: &[u8]) -> Result<(), PullError> {
@@ -434,6 +455,15 @@ impl Puller<'_> {
         bar.set_prefix(hex.get(..12).unwrap_or(hex).to_owned());
         Some(bar)
     }
+}
+
+/// The platform image manifest an image reference resolved to.
+struct Resolved {
+    manifest: ImageManifest,
+    media_type: MediaType,
+    manifest_digest: Digest,
+    index_digest: Option<Digest>,
+    platform: Option<String>,
 }
 
 enum Failure {
