@@ -841,3 +841,114 @@ fn cli_pull_images_rmi_prune() {
         "{stderr}"
     );
 }
+
+#[test]
+fn concurrent_processes_download_each_blob_once() {
+    let registry = Registry::start().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
+    push_layout(
+        layout.path(),
+        "v1",
+        &registry,
+        "procs/app:v1",
+        ManifestFormat::Oci,
+        None,
+    )
+    .unwrap();
+    let proxy = FaultProxy::start(registry.addr(), &built.layers[0], Fault::None).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/procs/app:v1", proxy.addr());
+    let bin = integration_tests::executor_bin().unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(&bin)
+                .arg("--root")
+                .arg(root.path())
+                .args(["--log-level", "warn", "pull", &image])
+                .args(["--insecure-registry", proxy.addr()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), built.digest);
+    }
+    assert_eq!(
+        proxy.requests(),
+        1,
+        "the base layer was downloaded more than once"
+    );
+}
+
+#[test]
+fn killed_pull_leaves_nothing_that_survives_the_next_start() {
+    let registry = Registry::start().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
+    push_layout(
+        layout.path(),
+        "v1",
+        &registry,
+        "kill/app:v1",
+        ManifestFormat::Oci,
+        None,
+    )
+    .unwrap();
+    // The base layer stalls half-way, so the pull is mid-blob when killed.
+    let proxy = FaultProxy::start(
+        registry.addr(),
+        &built.layers[0],
+        Fault::StallAfter(300_000),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/kill/app:v1", proxy.addr());
+    let mut child = std::process::Command::new(integration_tests::executor_bin().unwrap())
+        .arg("--root")
+        .arg(root.path())
+        .args(["--log-level", "warn", "pull", &image])
+        .args(["--insecure-registry", proxy.addr()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp = root.path().join("tmp");
+    let base_hex = built.layers[0].trim_start_matches("sha256:").to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let partial = loop {
+        let found = std::fs::read_dir(&tmp).ok().and_then(|entries| {
+            entries.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&base_hex))
+            })
+        });
+        if let Some(path) = found
+            && std::fs::metadata(&path).is_ok_and(|m| m.len() > 0)
+        {
+            break path;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull never started the base layer"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(partial.exists());
+
+    let store = Store::open(root.path()).unwrap();
+    assert!(
+        !partial.exists(),
+        "the killed pull's temp file survived the next start"
+    );
+    assert!(tmp_is_empty(root.path()));
+    assert!(store.images().unwrap().is_empty());
+    assert!(!root.path().join("blobs/sha256").join(&base_hex).exists());
+}
