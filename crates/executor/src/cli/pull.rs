@@ -13,9 +13,15 @@ use std::process::ExitCode;
 /// Registry flags shared by the commands that pull (`pull`, `run`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegistryArgs {
-    /// Registry (`HOST:PORT`) to reach over plain HTTP instead of HTTPS; repeatable.
-    /// Nothing is plain HTTP unless listed, not even localhost.
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    /// Registry (`HOST:PORT`) to reach over plain HTTP instead of HTTPS; repeatable, or
+    /// comma-separated in `EXECUTOR_INSECURE_REGISTRIES`. Nothing is plain HTTP unless
+    /// listed, not even localhost.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST:PORT",
+        env = "EXECUTOR_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
     pub insecure_registries: Vec<String>,
     /// Auth file (podman's auth.json or docker's config.json) to read credentials from
     /// before `REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` and
