@@ -5,10 +5,12 @@ pub mod binary;
 pub mod image;
 pub mod proxy;
 pub mod registry;
+pub mod token;
 
 pub use binary::executor_bin;
 pub use image::{
     BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, write_image, write_index,
 };
 pub use proxy::{Fault, FaultProxy};
-pub use registry::{ManifestFormat, Registry, RegistryConfig, push_layout};
+pub use registry::{ManifestFormat, Registry, RegistryConfig, TokenAuth, push_layout};
+pub use token::TokenServer;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::token::{ISSUER, SERVICE, TokenServer};
+
 const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
 
 /// How to start a registry.
@@ -21,6 +23,20 @@ pub struct RegistryConfig {
     /// Serve HTTPS with a certificate for `127.0.0.1` signed by a fresh test CA (see
     /// [`Registry::ca_dir`]).
     pub tls: bool,
+    /// Require bearer tokens from a token service (see [`crate::token`]) that hands them
+    /// out for these basic credentials, for these repositories.
+    pub token_auth: Option<TokenAuth>,
+}
+
+/// Credentials and repositories for a token-authenticated registry.
+#[derive(Debug, Clone, Default)]
+pub struct TokenAuth {
+    /// The user the token service accepts.
+    pub user: String,
+    /// Their password.
+    pub password: String,
+    /// Repositories the token grants pull and push on.
+    pub repositories: Vec<String>,
 }
 
 /// A running registry; stopped (SIGTERM, then waited for) on drop.
@@ -28,6 +44,7 @@ pub struct RegistryConfig {
 pub struct Registry {
     child: Option<Child>,
     addr: String,
+    token: Option<TokenServer>,
     dir: tempfile::TempDir,
 }
 
@@ -42,9 +59,27 @@ impl Registry {
         let dir = tempfile::tempdir().context("creating the registry's temp dir")?;
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage)?;
-        let auth = match &config.basic_auth {
-            None => String::new(),
-            Some((user, password)) => {
+        let mut token = None;
+        let auth = match (&config.basic_auth, &config.token_auth) {
+            (Some(_), Some(_)) => bail!("a test registry takes basic or token auth, not both"),
+            (None, Some(t)) => {
+                let repositories: Vec<&str> = t.repositories.iter().map(String::as_str).collect();
+                let server = TokenServer::start(
+                    &dir.path().join("token"),
+                    &t.user,
+                    &t.password,
+                    &repositories,
+                )?;
+                let text = format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                    server.realm(),
+                    server.root_cert().display()
+                );
+                token = Some(server);
+                text
+            }
+            (None, None) => String::new(),
+            (Some((user, password)), None) => {
                 let htpasswd = dir.path().join("htpasswd");
                 let output = Command::new("htpasswd")
                     .args(["-Bbn", user, password])
@@ -105,6 +140,7 @@ impl Registry {
                     return Ok(Registry {
                         child: Some(child),
                         addr,
+                        token,
                         dir,
                     });
                 }
@@ -115,6 +151,11 @@ impl Registry {
             }
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("registry did not start")))
+    }
+
+    /// The token service, for a registry started with [`RegistryConfig::token_auth`].
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
     }
 
     /// `127.0.0.1:PORT`: the registry part of references and `--insecure-registry`.

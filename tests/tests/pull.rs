@@ -6,7 +6,7 @@ use executor::source::registry::RegistryOptions;
 use executor::store::{ImageRecord, Store};
 use integration_tests::{
     BuiltImage, Compression, Entry, Fault, FaultProxy, ImageSpec, LayerSpec, ManifestFormat,
-    Registry, RegistryConfig, busybox_layer, push_layout, write_image, write_index,
+    Registry, RegistryConfig, TokenAuth, busybox_layer, push_layout, write_image, write_index,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -951,4 +951,54 @@ fn killed_pull_leaves_nothing_that_survives_the_next_start() {
     assert!(tmp_is_empty(root.path()));
     assert!(store.images().unwrap().is_empty());
     assert!(!root.path().join("blobs/sha256").join(&base_hex).exists());
+}
+
+#[tokio::test]
+async fn token_protected_registry_gets_a_bearer_token() {
+    let registry = Registry::start_with(&RegistryConfig {
+        token_auth: Some(TokenAuth {
+            user: "robot".into(),
+            password: "t0k3n-pass".into(),
+            repositories: vec!["bearer/app".into()],
+        }),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
+    push_layout(
+        layout.path(),
+        "v1",
+        &registry,
+        "bearer/app:v1",
+        ManifestFormat::Oci,
+        Some("robot:t0k3n-pass"),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let reference = source(&format!("{}/bearer/app:v1", registry.addr()));
+
+    let empty = root.path().join("empty-auth.json");
+    std::fs::write(&empty, "{}").unwrap();
+    let mut opts = options(&registry);
+    opts.registry.auth_file = Some(empty);
+    let err = pull(&store, &reference, &opts).await.unwrap_err().chain();
+    assert!(err.contains("not authorized"), "{err}");
+
+    let auth_file = root.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"robot","password":"t0k3n-pass"}}}}}}"#,
+            registry.addr()
+        ),
+    )
+    .unwrap();
+    opts.registry.auth_file = Some(auth_file);
+    let issued_before = registry.token_server().unwrap().issued();
+    let record = pull(&store, &reference, &opts).await.unwrap();
+    assert_eq!(record.manifest_digest.to_string(), built.digest);
+    assert_blobs_stored(&store, &record);
+    assert!(registry.token_server().unwrap().issued() > issued_before);
 }
