@@ -460,6 +460,9 @@ async fn concurrent_pulls_download_each_blob_once_and_all_succeed() {
         "the base layer was downloaded more than once"
     );
     let store = Store::open(root.path()).unwrap();
+    // Pulling again fetches no blob: they are all in the store.
+    pull(&store, &reference, &opts).await.unwrap();
+    assert_eq!(proxy.requests(), 1, "a stored blob was downloaded again");
     let record = store.image(&reference).unwrap().unwrap();
     assert_blobs_stored(&store, &record);
     assert!(tmp_is_empty(root.path()));
