@@ -6,7 +6,7 @@
 //! stalls) are retried with exponential backoff, and a blob interrupted mid-way resumes
 //! from where it stopped with an HTTP `Range` request when the registry allows it.
 //! The backoff is 1s, 2s, 4s, ... capped at 30s, unless the registry sent `Retry-After`
-//! (seconds, on blob requests), which is honoured up to 5 minutes.
+//! (seconds or an HTTP date, on blob requests), which is honoured up to 5 minutes.
 
 use crate::reference::ImageSource;
 use crate::source::layout::LayoutReader;
