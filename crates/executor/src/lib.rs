@@ -1,2 +1,8 @@
 //! The executor: pull a runner image, prepare an OCI bundle, run it with an OCI runtime.
 #![deny(missing_docs)]
+
+pub mod auth;
+pub mod pull;
+pub mod reference;
+pub mod source;
+pub mod store;
