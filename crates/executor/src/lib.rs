@@ -1,2 +1,3 @@
 //! The executor: pull a runner image, prepare an OCI bundle, run it with an OCI runtime.
 #![deny(missing_docs)]
+pub mod pack;
