@@ -17,7 +17,9 @@ pub fn init(dev_mode: bool) -> bool {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if dev_mode {
-        builder.try_init().is_ok()
+        // Colours only for a person at a terminal, not in the executor's captured logs.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        builder.with_ansi(ansi).try_init().is_ok()
     } else {
         builder.json().with_current_span(true).try_init().is_ok()
     }
