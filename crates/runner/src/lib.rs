@@ -8,7 +8,8 @@
 //! - [`Runner`]: the trait a runner implements;
 //! - [`Manager`]: reads the inputs from the environment, drives a [`Runner`] under
 //!   the context's timeout and SIGINT/SIGTERM, and reports its status;
-//! - [`main`]: the whole process in one call (configuration, logging, manager, exit code);
+//! - [`main`]: the whole process in one call (configuration, logging, manager, exit code),
+//!   and [`main_with`] to adjust the manager first (for example its status reporter);
 //! - [`Context`]: the runner context document;
 //! - [`StatusReporter`]s: where the start status goes.
 //!
@@ -65,6 +66,20 @@ use std::process::ExitCode;
 /// stderr as one line) or hit an error; 2 for a bad configuration or input file;
 /// 124 when the context timeout elapsed; 130/143 when stopped by SIGINT/SIGTERM.
 pub fn main<R: Runner>(runner: R) -> ExitCode {
+    main_with(runner, |manager, _config| async { Ok(manager) })
+}
+
+/// Like [`main`], with a `setup` step that may adjust the [`Manager`] or refuse to
+/// run before the inputs are read: for example install the Kubernetes Secret
+/// reporter (`Manager::with_reporter`), whose client needs the async runtime
+/// `setup` runs in, or check the runner's own environment. A `setup` error exits 1
+/// with `NAME: cannot set up runner NAME: ERROR`.
+pub fn main_with<R, F, Fut>(runner: R, setup: F) -> ExitCode
+where
+    R: Runner,
+    F: FnOnce(Manager<R>, Config) -> Fut,
+    Fut: std::future::Future<Output = Result<Manager<R>, BoxError>>,
+{
     let name = runner.name().to_owned();
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -84,8 +99,16 @@ pub fn main<R: Runner>(runner: R) -> ExitCode {
             return ExitCode::from(manager::EXIT_FAILED);
         }
     };
-    let manager = Manager::for_config(runner, &config);
-    match rt.block_on(manager.run(&config)) {
+    let result = rt.block_on(async {
+        let manager = setup(Manager::for_config(runner, &config), config.clone())
+            .await
+            .map_err(|error| ManagerError::Setup {
+                runner: name.clone(),
+                error,
+            })?;
+        manager.run(&config).await
+    });
+    match result {
         Ok(out) if out.succeeded => ExitCode::SUCCESS,
         Ok(out) => {
             eprintln!("{name}: failed: {}", one_line(&out.message));

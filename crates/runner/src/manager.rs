@@ -53,6 +53,14 @@ pub enum ManagerError {
     /// An input file is missing, unreadable or invalid.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The runner's own set-up step (see [`crate::main_with`]) failed.
+    #[error("cannot set up runner {runner}: {}", error_chain(error.as_ref()))]
+    Setup {
+        /// The runner's name.
+        runner: String,
+        /// The set-up error; the message includes its causes.
+        error: BoxError,
+    },
     /// The SIGINT/SIGTERM handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),

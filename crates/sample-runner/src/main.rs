@@ -145,8 +145,19 @@ fn main() -> ExitCode {
     let out_dir = std::env::var_os(OUT_DIR_VAR)
         .filter(|v| !v.is_empty())
         .map_or_else(|| PathBuf::from("/out"), PathBuf::from);
-    runner::main(SampleRunner {
-        out_dir,
+    let runner = SampleRunner {
+        out_dir: out_dir.clone(),
         args: Mutex::new(None),
+    };
+    runner::main_with(runner, |manager, _config| async move {
+        // Fail before starting anything when the artifact cannot be written.
+        if !out_dir.is_dir() {
+            return Err(format!(
+                "output directory {} does not exist (set {OUT_DIR_VAR} or mount /out)",
+                out_dir.display()
+            )
+            .into());
+        }
+        Ok(manager)
     })
 }

@@ -181,6 +181,26 @@ fn bad_inputs_exit_two_naming_variable_file_and_field() {
 }
 
 #[test]
+fn a_missing_output_directory_fails_set_up() {
+    let inputs = Inputs::new("0s", "");
+    let missing = inputs.path("no-such-dir");
+    let out = inputs
+        .command()
+        .env("SAMPLE_RUNNER_OUT_DIR", &missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        last_line(&stderr(&out)),
+        format!(
+            "sample-runner: cannot set up runner sample-runner: output directory {} does not exist (set SAMPLE_RUNNER_OUT_DIR or mount /out)",
+            missing.display()
+        )
+    );
+    assert!(!inputs.path("status.json").exists(), "nothing may start");
+}
+
+#[test]
 fn the_context_timeout_stops_the_runner_with_124() {
     let inputs = Inputs::new("200ms", "sleep: 1h\n");
     let started = Instant::now();
