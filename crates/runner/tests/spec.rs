@@ -186,3 +186,17 @@ fn sample_args_example_matches_the_generic_oci_interface() {
     );
     assert!(!schema.is_valid(&json!(["not", "an", "object"])));
 }
+
+#[test]
+fn the_sample_runner_bundle_inputs_follow_the_contract() {
+    let schema = schema_file("schemas/runner-context.schema.json");
+    let context = read_yaml("../bundles/sample-runner/context.yaml");
+    assert_valid(&schema, &context, "bundles/sample-runner/context.yaml");
+    serde_json::from_value::<Context>(context).unwrap();
+    let args = interface_args_schema("manifests/interface/runner/oci/run.yaml");
+    assert_valid(
+        &args,
+        &read_yaml("../bundles/sample-runner/args.yaml"),
+        "bundles/sample-runner/args.yaml",
+    );
+}
