@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod pack;
 pub mod pull;
 pub mod reference;
 pub mod source;
