@@ -2,6 +2,7 @@
 //!
 //! Pure data, no I/O. Field names are camelCase on the wire, as in Capact.
 
+pub use crate::duration::GoDuration;
 use serde::{Deserialize, Serialize};
 
 /// The runner context document, read from `RUNNER_CONTEXT_PATH`.
@@ -51,8 +52,3 @@ pub struct OwnerReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_owner_deletion: Option<bool>,
 }
-
-/// A duration written the way Go's `time.Duration` prints and parses it
-/// (`10m`, `1h30m`, `1.5s`, `300ms`, `0s`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GoDuration(pub std::time::Duration);

@@ -13,9 +13,11 @@
 #![deny(missing_docs)]
 
 pub mod context;
+pub mod duration;
 pub mod runner;
 pub mod status;
 
-pub use context::{Context, GoDuration, OwnerReference, Platform};
+pub use context::{Context, OwnerReference, Platform};
+pub use duration::{GoDuration, ParseDurationError};
 pub use runner::{BoxError, Ctx, Runner, StartInput, StartOutput, WaitInput, WaitOutput};
 pub use status::{ReportError, StatusReporter};
