@@ -1,0 +1,669 @@
+//! Unpacked layers cached as snapshots, and the per-run writable root file system over them.
+//!
+//! A snapshot is one layer's *diff* in overlayfs format, stored under
+//! `snapshots/sha256/<chain-id>`: the files the layer adds or changes, a character device 0/0
+//! for each entry it deletes and `trusted.overlay.opaque=y` on directories it makes opaque. The
+//! key is the layer's chain ID (OCI image spec: `chainID(L0) = diffID(L0)`, `chainID(Ln) =
+//! sha256(chainID(Ln-1) + " " + diffID(Ln))`), so images that share base layers share
+//! snapshots, and a second prepare of the same image unpacks nothing.
+//!
+//! Why diffs stacked by overlayfs rather than one flattened directory per chain: flattening
+//! copies every lower layer into every chain (disk and time grow with the square of the layer
+//! count), while diffs are written once and mounted as a stack, the way containerd's and
+//! Docker's overlay drivers do. Layer N is unpacked into the merged view of an overlay mount
+//! (lowers = snapshots 0..N-1, upper = the new snapshot), so paths resolve against everything
+//! below (a later layer can write through a symlinked directory of an earlier one, hard links
+//! can point at lower files) and deletions become overlayfs whiteouts in the upper directory
+//! by the kernel itself.
+//!
+//! Crash safety: a snapshot is unpacked in `snapshots/tmp/<random>/` and renamed into place
+//! only after its diff ID was verified, so a killed unpack never leaves a directory that looks
+//! complete; leftovers (and their mounts) are removed by [`Snapshotter::new`]. A per-chain
+//! `flock` makes concurrent processes that prepare the same snapshot unpack it once.
+
+use crate::unpack::{self, UnpackError, UnpackOptions, remove_all};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens};
+use nix::sys::stat::{mkdirat, mknodat, utimensat};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, fchown, fchownat, symlinkat};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use oci_spec::image::{Digest, MediaType};
+use sha2::{Digest as _, Sha256};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Errors of the snapshotter and of per-run root file systems.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A file-system operation on the snapshot store or run directory failed.
+    #[error("cannot {op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A layer's diff ID does not use sha256, the only algorithm the unpacker computes.
+    #[error("layer {digest}: diff id {diff_id} is not a sha256 digest")]
+    UnsupportedDiffId {
+        /// The layer blob's digest.
+        digest: Digest,
+        /// The diff ID from the image config.
+        diff_id: Digest,
+    },
+    /// Unpacking a layer failed.
+    #[error("cannot unpack layer {digest}")]
+    Unpack {
+        /// The layer blob's digest.
+        digest: Digest,
+        /// The cause.
+        #[source]
+        source: UnpackError,
+    },
+    /// The unpacked content does not match the diff ID the image config declares.
+    #[error("layer {digest}: uncompressed digest {actual} does not match diff id {expected}")]
+    DiffIdMismatch {
+        /// The layer blob's digest.
+        digest: Digest,
+        /// The diff ID from the image config.
+        expected: Digest,
+        /// The digest of what was unpacked.
+        actual: Digest,
+    },
+    /// An overlayfs mount or unmount failed.
+    #[error("cannot {op} overlay at {target}")]
+    Mount {
+        /// `mount` or `unmount`.
+        op: &'static str,
+        /// The mount point.
+        target: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A path cannot be written into overlayfs mount options (contains `,` or `:`), or the
+    /// options are longer than the kernel accepts (too many layers).
+    #[error("overlay mount options for {target}: {reason}")]
+    OverlayOptions {
+        /// The mount point.
+        target: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One layer of an image, as the snapshotter needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// The blob's digest (manifest layer descriptor); names the layer in errors.
+    pub digest: Digest,
+    /// The uncompressed digest from the image config's `rootfs.diff_ids`.
+    pub diff_id: Digest,
+    /// The layer media type; chooses the decompressor.
+    pub media_type: MediaType,
+    /// Where the (verified) blob is stored.
+    pub path: PathBuf,
+}
+
+/// Computes the chain IDs of a layer stack, bottom first.
+pub fn chain_ids<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::new();
+    for diff_id in diff_ids {
+        let next = match out.last() {
+            None => diff_id.clone(),
+            Some(parent) => {
+                let sum = Sha256::digest(format!("{parent} {diff_id}").as_bytes());
+                Digest::from_str(&format!("sha256:{}", hex::encode(sum)))
+                    .expect("a sha256 hex digest is a valid digest")
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// The snapshot cache under `<root>/snapshots`.
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    root: PathBuf,
+    unpack: UnpackOptions,
+}
+
+impl Snapshotter {
+    /// Opens (creating) the snapshot cache at `root` and removes what killed unpacks left
+    /// behind (temp directories and their overlay mounts); live unpacks of other processes
+    /// are recognised by their lock and left alone.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, SnapshotError> {
+        let root = root.into();
+        for sub in ["sha256", "tmp", "locks"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        }
+        let this = Self {
+            root,
+            unpack: UnpackOptions::default(),
+        };
+        this.remove_stale_temp()?;
+        Ok(this)
+    }
+
+    /// Sets the tar bomb limits used when unpacking.
+    pub fn with_unpack_options(mut self, opts: UnpackOptions) -> Self {
+        self.unpack = opts;
+        self
+    }
+
+    /// The directory of the snapshot with this chain ID (it may not exist).
+    pub fn snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.root.join("sha256").join(chain_id.digest())
+    }
+
+    /// Chain IDs of the snapshots present in the cache.
+    pub fn snapshots(&self) -> Result<Vec<Digest>, SnapshotError> {
+        let dir = self.root.join("sha256");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|hex| Digest::from_str(&format!("sha256:{hex}")).ok())
+            {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes one snapshot (for pruning). The caller makes sure no image or run needs it.
+    pub fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
+        let dir = self.snapshot_dir(chain_id);
+        let _lock = self.lock(chain_id)?;
+        // Rename first so that a crash mid-delete never leaves a partial snapshot in place.
+        let doomed = self.temp_dir()?;
+        let target = doomed.path().join("removed");
+        match fs::rename(&dir, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("remove snapshot", &dir)(e)),
+        }
+        doomed.close().map_err(io_err("remove snapshot", &dir))
+    }
+
+    /// Makes sure every layer is unpacked and returns the snapshot directories bottom-to-top
+    /// (the order [`mount_rootfs`] takes). Only missing snapshots are unpacked; each layer's
+    /// content is checked against its diff ID before the snapshot becomes visible.
+    pub fn prepare(&self, layers: &[LayerBlob]) -> Result<Vec<PathBuf>, SnapshotError> {
+        for layer in layers {
+            if layer.diff_id.algorithm().as_ref() != "sha256" {
+                return Err(SnapshotError::UnsupportedDiffId {
+                    digest: layer.digest.clone(),
+                    diff_id: layer.diff_id.clone(),
+                });
+            }
+        }
+        let chains = chain_ids(layers.iter().map(|l| &l.diff_id));
+        let mut dirs: Vec<PathBuf> = Vec::with_capacity(layers.len());
+        for (layer, chain) in layers.iter().zip(&chains) {
+            let dir = self.snapshot_dir(chain);
+            if !dir.exists() {
+                let _lock = self.lock(chain)?;
+                // Another process may have finished it while we waited for the lock.
+                if !dir.exists() {
+                    self.unpack_one(layer, &dirs, &dir)?;
+                    tracing::info!(layer = %layer.digest, chain_id = %chain, "unpacked layer");
+                }
+            }
+            dirs.push(dir);
+        }
+        Ok(dirs)
+    }
+
+    fn unpack_one(
+        &self,
+        layer: &LayerBlob,
+        lowers: &[PathBuf],
+        dest: &Path,
+    ) -> Result<(), SnapshotError> {
+        let work = self.temp_dir()?;
+        let upper = work.path().join("upper");
+        create_dir_mode(&upper, 0o755)?;
+        let stats = if lowers.is_empty() {
+            unpack::unpack_layer(&layer.path, &layer.media_type, &upper, &self.unpack)
+        } else {
+            let merged = work.path().join("merged");
+            let overlay_work = work.path().join("work");
+            create_dir_mode(&merged, 0o755)?;
+            create_dir_mode(&overlay_work, 0o700)?;
+            let mounted = OverlayMount::mount(lowers, &upper, &overlay_work, &merged)?;
+            let result = unpack::unpack_layer(&layer.path, &layer.media_type, &merged, &self.unpack);
+            mounted.unmount()?;
+            result
+        };
+        let stats = stats.map_err(|source| SnapshotError::Unpack {
+            digest: layer.digest.clone(),
+            source,
+        })?;
+        if stats.diff_id != layer.diff_id {
+            return Err(SnapshotError::DiffIdMismatch {
+                digest: layer.digest.clone(),
+                expected: layer.diff_id.clone(),
+                actual: stats.diff_id,
+            });
+        }
+        fs::rename(&upper, dest).map_err(io_err("commit snapshot", dest))?;
+        work.close().map_err(io_err("remove temp directory", &self.root))?;
+        Ok(())
+    }
+
+    fn lock(&self, chain: &Digest) -> Result<Flock<File>, SnapshotError> {
+        let path = self
+            .root
+            .join("locks")
+            .join(format!("{}.lock", chain.digest()));
+        let file = File::create(&path).map_err(io_err("create lock", &path))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| io_err("lock", &path)(e.into()))
+    }
+
+    fn temp_dir(&self) -> Result<LockedTempDir, SnapshotError> {
+        let tmp = self.root.join("tmp");
+        let dir = tempfile::Builder::new()
+            .prefix("unpack-")
+            .tempdir_in(&tmp)
+            .map_err(io_err("create temp directory in", &tmp))?;
+        let handle = File::open(dir.path()).map_err(io_err("open", dir.path()))?;
+        // Held while the directory is in use: tells `remove_stale_temp` of other processes
+        // that it is not stale.
+        let lock = Flock::lock(handle, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| io_err("lock", dir.path())(e.into()))?;
+        Ok(LockedTempDir { dir, _lock: lock })
+    }
+
+    fn remove_stale_temp(&self) -> Result<(), SnapshotError> {
+        let tmp = self.root.join("tmp");
+        for entry in fs::read_dir(&tmp).map_err(io_err("list", &tmp))? {
+            let path = entry.map_err(io_err("list", &tmp))?.path();
+            let Ok(handle) = File::open(&path) else {
+                continue;
+            };
+            let Ok(_lock) = Flock::lock(handle, FlockArg::LockExclusiveNonblock) else {
+                continue; // a live unpack of another process
+            };
+            let merged = path.join("merged");
+            match umount2(&merged, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(SnapshotError::Mount {
+                        op: "unmount",
+                        target: merged,
+                        source: e.into(),
+                    });
+                }
+            }
+            tracing::info!(path = %path.display(), "removing leftover of an interrupted unpack");
+            fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+        }
+        Ok(())
+    }
+}
+
+/// A temp directory with an flock on it, removed on drop.
+struct LockedTempDir {
+    dir: tempfile::TempDir,
+    _lock: Flock<File>,
+}
+
+impl LockedTempDir {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn close(self) -> io::Result<()> {
+        self.dir.close()
+    }
+}
+
+fn create_dir_mode(path: &Path, mode: u32) -> Result<(), SnapshotError> {
+    fs::create_dir(path).map_err(io_err("create directory", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io_err("set mode of", path))
+}
+
+/// An overlayfs mount that is unmounted when dropped (on error paths).
+struct OverlayMount {
+    target: Option<PathBuf>,
+}
+
+impl OverlayMount {
+    /// Mounts `lowers` (bottom first) with `upper` and `work` at `target`.
+    fn mount(
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<Self, SnapshotError> {
+        let data = overlay_options(lowers, upper, work, target)?;
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| SnapshotError::Mount {
+            op: "mount",
+            target: target.to_owned(),
+            source: e.into(),
+        })?;
+        Ok(Self {
+            target: Some(target.to_owned()),
+        })
+    }
+
+    fn unmount(mut self) -> Result<(), SnapshotError> {
+        match self.target.take() {
+            Some(target) => unmount_path(&target),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        if let Some(target) = self.target.take() {
+            let _ = umount2(&target, MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn unmount_path(target: &Path) -> Result<(), SnapshotError> {
+    match umount2(target, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        // Something (a process in the container's shadow) still holds it: detach lazily.
+        Err(Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| SnapshotError::Mount {
+        op: "unmount",
+        target: target.to_owned(),
+        source: e.into(),
+    })
+}
+
+/// Overlay mount data; lowerdir lists the top layer first.
+fn overlay_options(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<String, SnapshotError> {
+    let bad = |reason: String| SnapshotError::OverlayOptions {
+        target: target.to_owned(),
+        reason,
+    };
+    let text = |p: &Path| -> Result<String, SnapshotError> {
+        let s = p
+            .to_str()
+            .ok_or_else(|| bad(format!("{} is not UTF-8", p.display())))?;
+        if s.contains([',', ':']) {
+            return Err(bad(format!("{s} contains ',' or ':'")));
+        }
+        Ok(s.to_owned())
+    };
+    let lowerdir = lowers
+        .iter()
+        .rev()
+        .map(|p| text(p))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(":");
+    let data = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={}",
+        text(upper)?,
+        text(work)?
+    );
+    // mount(2) copies at most one page of options.
+    if data.len() >= 4096 {
+        return Err(bad(format!(
+            "{} layers make {} bytes of options, more than the kernel's 4095",
+            lowers.len(),
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// How a run's root file system was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootfsKind {
+    /// An overlayfs mount over the snapshots with a private upper directory.
+    Overlay,
+    /// A full copy of the snapshots (where overlayfs cannot be mounted).
+    Copy,
+}
+
+/// A run's writable root file system at `<run_dir>/rootfs`. Writes go to the run's own upper
+/// directory (or copy), never to a snapshot. Call [`RootfsMount::unmount`] when the run is
+/// over; [`cleanup_rootfs`] does the same for a run directory found later.
+#[derive(Debug)]
+#[must_use = "the rootfs stays mounted until unmount() is called"]
+pub struct RootfsMount {
+    run_dir: PathBuf,
+    path: PathBuf,
+    kind: RootfsKind,
+}
+
+impl RootfsMount {
+    /// The root file system directory (`<run_dir>/rootfs`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether it is an overlay mount or a copy.
+    pub fn kind(&self) -> RootfsKind {
+        self.kind
+    }
+
+    /// Unmounts the root file system and removes it with the run's upper and work dirs.
+    pub fn unmount(self) -> Result<(), SnapshotError> {
+        cleanup_rootfs(&self.run_dir)
+    }
+}
+
+/// Makes the writable root file system of a run at `<run_dir>/rootfs` from snapshot
+/// directories given bottom-to-top: an overlay mount with upper and work directories in
+/// `run_dir`, or, if overlayfs cannot be mounted there, a copy that applies the snapshots'
+/// whiteouts.
+pub fn mount_rootfs(lowers: &[PathBuf], run_dir: &Path) -> Result<RootfsMount, SnapshotError> {
+    let rootfs = run_dir.join("rootfs");
+    let upper = run_dir.join("upper");
+    let work = run_dir.join("work");
+    fs::create_dir_all(run_dir).map_err(io_err("create directory", run_dir))?;
+    create_dir_mode(&rootfs, 0o755)?;
+    let mounted = if lowers.is_empty() {
+        false
+    } else {
+        create_dir_mode(&upper, 0o755)?;
+        create_dir_mode(&work, 0o700)?;
+        match OverlayMount::mount(lowers, &upper, &work, &rootfs) {
+            Ok(mut m) => {
+                // Ownership passes to RootfsMount; it unmounts explicitly.
+                m.target = None;
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "overlayfs unavailable, copying the root file system");
+                false
+            }
+        }
+    };
+    let kind = if mounted {
+        RootfsKind::Overlay
+    } else {
+        copy_stack(lowers, &rootfs)?;
+        RootfsKind::Copy
+    };
+    Ok(RootfsMount {
+        run_dir: run_dir.to_owned(),
+        path: rootfs,
+        kind,
+    })
+}
+
+/// Unmounts `<run_dir>/rootfs` if it is mounted and removes it with `upper/` and `work/`.
+/// Safe to call on a run directory in any state (also by garbage collection after a crash).
+pub fn cleanup_rootfs(run_dir: &Path) -> Result<(), SnapshotError> {
+    let rootfs = run_dir.join("rootfs");
+    match umount2(&rootfs, MntFlags::empty()) {
+        Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
+        Err(Errno::EBUSY) => unmount_path(&rootfs)?,
+        Err(e) => {
+            return Err(SnapshotError::Mount {
+                op: "unmount",
+                target: rootfs,
+                source: e.into(),
+            });
+        }
+    }
+    // Defends against deleting through a mount that is still there (stacked mounts): that
+    // would whiteout or, for a bind, delete the files of whatever is mounted.
+    if let (Ok(dir_meta), Ok(root_meta)) = (fs::metadata(run_dir), fs::symlink_metadata(&rootfs))
+        && dir_meta.dev() != root_meta.dev()
+    {
+        return Err(SnapshotError::Mount {
+            op: "unmount",
+            target: rootfs,
+            source: io::Error::other("still a mount point after unmounting"),
+        });
+    }
+    for dir in [rootfs, run_dir.join("upper"), run_dir.join("work")] {
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &dir)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Copies snapshot diffs bottom-to-top into `dest`, interpreting overlayfs whiteouts.
+fn copy_stack(lowers: &[PathBuf], dest: &Path) -> Result<(), SnapshotError> {
+    for lower in lowers {
+        copy_diff(lower, dest).map_err(|e| io_err("copy snapshot", lower)(e.into()))?;
+    }
+    Ok(())
+}
+
+/// Copies one overlayfs diff onto `dest`: a char device 0/0 deletes, an opaque directory
+/// replaces, everything else is added or replaces. Both trees are walked through directory
+/// fds opened with `O_NOFOLLOW`, so no symlink of the image is ever followed on the host.
+/// Caveats: hard links become copies; xattrs other than the opaque marker are not copied.
+fn copy_diff(src: &Path, dest: &Path) -> nix::Result<()> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let src_fd = nix::fcntl::open(src, flags, Mode::empty())?;
+    let dest_fd = nix::fcntl::open(dest, flags, Mode::empty())?;
+    copy_dir(src_fd, dest_fd.as_fd())
+}
+
+fn copy_dir(src: OwnedFd, dst: BorrowedFd<'_>) -> nix::Result<()> {
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut d = nix::dir::Dir::from_fd(src)?;
+    let names: Vec<Vec<u8>> = d
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_bytes().to_vec())
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    let sfd = d.as_fd();
+    for name in names {
+        let name = OsStr::from_bytes(&name);
+        let st = fstatat(sfd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        let perm = Mode::from_bits_truncate(st.st_mode & 0o7777);
+        let owner = (Some(Uid::from_raw(st.st_uid)), Some(Gid::from_raw(st.st_gid)));
+        let time = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
+        if kind == SFlag::S_IFCHR && st.st_rdev == 0 {
+            remove_all(dst, name)?;
+            continue;
+        }
+        if kind == SFlag::S_IFDIR {
+            let sub = openat(sfd, name, dir_flags, Mode::empty())?;
+            let mut value = [0u8; 1];
+            // SAFETY: fd open, name NUL-terminated, buffer pointer and length passed together.
+            let n = unsafe {
+                libc::fgetxattr(
+                    sub.as_raw_fd(),
+                    c"trusted.overlay.opaque".as_ptr(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
+            };
+            if n == 1 && value[0] == b'y' {
+                remove_all(dst, name)?;
+            }
+            match mkdirat(dst, name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => {
+                    let existing = fstatat(dst, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                    if SFlag::from_bits_truncate(existing.st_mode) & SFlag::S_IFMT
+                        != SFlag::S_IFDIR
+                    {
+                        remove_all(dst, name)?;
+                        mkdirat(dst, name, Mode::from_bits_truncate(0o755))?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            let dsub = openat(dst, name, dir_flags, Mode::empty())?;
+            copy_dir(sub, dsub.as_fd())?;
+            fchown(&dsub, owner.0, owner.1)?;
+            fchmod(&dsub, perm)?;
+            futimens(&dsub, &time, &time)?;
+            continue;
+        }
+        remove_all(dst, name)?;
+        if kind == SFlag::S_IFREG {
+            let from = openat(sfd, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+            let to = openat(
+                dst,
+                name,
+                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )?;
+            let mut from = File::from(from);
+            let mut to = File::from(to);
+            io::copy(&mut from, &mut to).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            fchown(&to, owner.0, owner.1)?;
+            fchmod(&to, perm)?;
+            futimens(&to, &time, &time)?;
+            continue;
+        }
+        if kind == SFlag::S_IFLNK {
+            let target = nix::fcntl::readlinkat(sfd, name)?;
+            symlinkat(target.as_os_str(), dst, name)?;
+        } else {
+            mknodat(dst, name, kind, perm, st.st_rdev)?;
+        }
+        fchownat(dst, name, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        utimensat(dst, name, &time, &time, UtimensatFlags::NoFollowSymlink)?;
+    }
+    Ok(())
+}
