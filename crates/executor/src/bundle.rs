@@ -147,7 +147,7 @@ pub enum BundleError {
     },
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BundleError + 'a {
     move |source| BundleError::Io {
         op,
         path: path.to_owned(),
@@ -472,7 +472,11 @@ fn stage_kubeconfig(
     let mut copied = Vec::new();
     for (list, item, keys) in [
         ("clusters", "cluster", &["certificate-authority"][..]),
-        ("users", "user", &["client-certificate", "client-key", "tokenFile"][..]),
+        (
+            "users",
+            "user",
+            &["client-certificate", "client-key", "tokenFile"][..],
+        ),
     ] {
         let Some(entries) = doc.get_mut(list).and_then(|v| v.as_sequence_mut()) else {
             continue;
@@ -492,9 +496,7 @@ fn stage_kubeconfig(
                 let name = format!(
                     "{}-{}",
                     copied.len(),
-                    host.file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or("file")
+                    host.file_name().and_then(|n| n.to_str()).unwrap_or("file")
                 );
                 let staged = files_dir.join(&name);
                 copy_private(&host, &staged).map_err(|e| bad(format!("{key}: {e}")))?;
@@ -663,7 +665,12 @@ fn build_spec(
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         )?,
-        kernel_mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        kernel_mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
         kernel_mount(
             "/sys/fs/cgroup",
             "cgroup",
@@ -676,7 +683,11 @@ fn build_spec(
         bind(&dir.join("status"), STATUS_DIR, true)?,
     ];
     if kubeconfig {
-        mounts.push(bind(&dir.join("inputs/kubeconfig"), KUBECONFIG_PATH, false)?);
+        mounts.push(bind(
+            &dir.join("inputs/kubeconfig"),
+            KUBECONFIG_PATH,
+            false,
+        )?);
         mounts.push(bind(&dir.join("inputs/kube"), KUBE_FILES_DIR, false)?);
     }
     if opts.network == Network::Host {
@@ -687,10 +698,13 @@ fn build_spec(
         }
     }
     for m in &opts.mounts {
-        let dest = m.destination.to_str().ok_or_else(|| BundleError::InvalidOption {
-            field: "mounts",
-            reason: format!("destination {} is not UTF-8", m.destination.display()),
-        })?;
+        let dest = m
+            .destination
+            .to_str()
+            .ok_or_else(|| BundleError::InvalidOption {
+                field: "mounts",
+                reason: format!("destination {} is not UTF-8", m.destination.display()),
+            })?;
         mounts.push(bind(&m.source, dest, !m.read_only)?);
     }
 
@@ -744,7 +758,12 @@ fn build_spec(
     }
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
         .readonly_paths(
             READONLY_PATHS
                 .iter()

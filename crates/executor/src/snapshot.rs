@@ -24,18 +24,18 @@
 use crate::unpack::{self, UnpackError, UnpackOptions, remove_all};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens};
 use nix::sys::stat::{mkdirat, mknodat, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchown, fchownat, symlinkat};
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use oci_spec::image::{Digest, MediaType};
 use sha2::{Digest as _, Sha256};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -103,7 +103,7 @@ pub enum SnapshotError {
     },
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SnapshotError + 'a {
     move |source| SnapshotError::Io {
         op,
         path: path.to_owned(),
@@ -255,7 +255,8 @@ impl Snapshotter {
             create_dir_mode(&merged, 0o755)?;
             create_dir_mode(&overlay_work, 0o700)?;
             let mounted = OverlayMount::mount(lowers, &upper, &overlay_work, &merged)?;
-            let result = unpack::unpack_layer(&layer.path, &layer.media_type, &merged, &self.unpack);
+            let result =
+                unpack::unpack_layer(&layer.path, &layer.media_type, &merged, &self.unpack);
             mounted.unmount()?;
             result
         };
@@ -271,7 +272,8 @@ impl Snapshotter {
             });
         }
         fs::rename(&upper, dest).map_err(io_err("commit snapshot", dest))?;
-        work.close().map_err(io_err("remove temp directory", &self.root))?;
+        work.close()
+            .map_err(io_err("remove temp directory", &self.root))?;
         Ok(())
     }
 
@@ -281,8 +283,7 @@ impl Snapshotter {
             .join("locks")
             .join(format!("{}.lock", chain.digest()));
         let file = File::create(&path).map_err(io_err("create lock", &path))?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| io_err("lock", &path)(e.into()))
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io_err("lock", &path)(e.into()))
     }
 
     fn temp_dir(&self) -> Result<LockedTempDir, SnapshotError> {
@@ -344,8 +345,7 @@ impl LockedTempDir {
 
 fn create_dir_mode(path: &Path, mode: u32) -> Result<(), SnapshotError> {
     fs::create_dir(path).map_err(io_err("create directory", path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(io_err("set mode of", path))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("set mode of", path))
 }
 
 /// An overlayfs mount that is unmounted when dropped (on error paths).
@@ -493,39 +493,56 @@ impl RootfsMount {
 /// `run_dir`, or, if overlayfs cannot be mounted there, a copy that applies the snapshots'
 /// whiteouts.
 pub fn mount_rootfs(lowers: &[PathBuf], run_dir: &Path) -> Result<RootfsMount, SnapshotError> {
+    if lowers.is_empty() {
+        return copy_rootfs(lowers, run_dir);
+    }
     let rootfs = run_dir.join("rootfs");
     let upper = run_dir.join("upper");
     let work = run_dir.join("work");
     fs::create_dir_all(run_dir).map_err(io_err("create directory", run_dir))?;
     create_dir_mode(&rootfs, 0o755)?;
-    let mounted = if lowers.is_empty() {
-        false
-    } else {
-        create_dir_mode(&upper, 0o755)?;
-        create_dir_mode(&work, 0o700)?;
-        match OverlayMount::mount(lowers, &upper, &work, &rootfs) {
-            Ok(mut m) => {
-                // Ownership passes to RootfsMount; it unmounts explicitly.
-                m.target = None;
-                true
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "overlayfs unavailable, copying the root file system");
-                false
-            }
+    create_dir_mode(&upper, 0o755)?;
+    create_dir_mode(&work, 0o700)?;
+    match OverlayMount::mount(lowers, &upper, &work, &rootfs) {
+        Ok(mut m) => {
+            // Ownership passes to RootfsMount; it unmounts explicitly.
+            m.target = None;
+            Ok(RootfsMount {
+                run_dir: run_dir.to_owned(),
+                path: rootfs,
+                kind: RootfsKind::Overlay,
+            })
         }
-    };
-    let kind = if mounted {
-        RootfsKind::Overlay
-    } else {
-        copy_stack(lowers, &rootfs)?;
-        RootfsKind::Copy
-    };
-    Ok(RootfsMount {
+        Err(err) => {
+            tracing::warn!(error = %err, "overlayfs unavailable, copying the root file system");
+            for dir in [&rootfs, &upper, &work] {
+                fs::remove_dir_all(dir).map_err(io_err("remove", dir))?;
+            }
+            copy_rootfs(lowers, run_dir)
+        }
+    }
+}
+
+/// Makes the root file system of a run at `<run_dir>/rootfs` as a full copy of the snapshot
+/// directories (bottom first), applying their whiteouts. Slower and larger than
+/// [`mount_rootfs`]; it is the fallback where overlayfs cannot be mounted.
+pub fn copy_rootfs(lowers: &[PathBuf], run_dir: &Path) -> Result<RootfsMount, SnapshotError> {
+    let rootfs = run_dir.join("rootfs");
+    fs::create_dir_all(run_dir).map_err(io_err("create directory", run_dir))?;
+    create_dir_mode(&rootfs, 0o755)?;
+    let made = RootfsMount {
         run_dir: run_dir.to_owned(),
-        path: rootfs,
-        kind,
-    })
+        path: rootfs.clone(),
+        kind: RootfsKind::Copy,
+    };
+    for lower in lowers {
+        if let Err(e) = copy_diff(lower, &rootfs) {
+            // Leave nothing half-copied behind.
+            let _ = made.unmount();
+            return Err(io_err("copy snapshot", lower)(e.into()));
+        }
+    }
+    Ok(made)
 }
 
 /// Unmounts `<run_dir>/rootfs` if it is mounted and removes it with `upper/` and `work/`.
@@ -564,14 +581,6 @@ pub fn cleanup_rootfs(run_dir: &Path) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-/// Copies snapshot diffs bottom-to-top into `dest`, interpreting overlayfs whiteouts.
-fn copy_stack(lowers: &[PathBuf], dest: &Path) -> Result<(), SnapshotError> {
-    for lower in lowers {
-        copy_diff(lower, dest).map_err(|e| io_err("copy snapshot", lower)(e.into()))?;
-    }
-    Ok(())
-}
-
 /// Copies one overlayfs diff onto `dest`: a char device 0/0 deletes, an opaque directory
 /// replaces, everything else is added or replaces. Both trees are walked through directory
 /// fds opened with `O_NOFOLLOW`, so no symlink of the image is ever followed on the host.
@@ -598,7 +607,10 @@ fn copy_dir(src: OwnedFd, dst: BorrowedFd<'_>) -> nix::Result<()> {
         let st = fstatat(sfd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         let perm = Mode::from_bits_truncate(st.st_mode & 0o7777);
-        let owner = (Some(Uid::from_raw(st.st_uid)), Some(Gid::from_raw(st.st_gid)));
+        let owner = (
+            Some(Uid::from_raw(st.st_uid)),
+            Some(Gid::from_raw(st.st_gid)),
+        );
         let time = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
         if kind == SFlag::S_IFCHR && st.st_rdev == 0 {
             remove_all(dst, name)?;
@@ -623,8 +635,7 @@ fn copy_dir(src: OwnedFd, dst: BorrowedFd<'_>) -> nix::Result<()> {
                 Ok(()) => {}
                 Err(Errno::EEXIST) => {
                     let existing = fstatat(dst, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-                    if SFlag::from_bits_truncate(existing.st_mode) & SFlag::S_IFMT
-                        != SFlag::S_IFDIR
+                    if SFlag::from_bits_truncate(existing.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR
                     {
                         remove_all(dst, name)?;
                         mkdirat(dst, name, Mode::from_bits_truncate(0o755))?;
@@ -641,16 +652,26 @@ fn copy_dir(src: OwnedFd, dst: BorrowedFd<'_>) -> nix::Result<()> {
         }
         remove_all(dst, name)?;
         if kind == SFlag::S_IFREG {
-            let from = openat(sfd, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+            let from = openat(
+                sfd,
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
             let to = openat(
                 dst,
                 name,
-                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(0o600),
             )?;
             let mut from = File::from(from);
             let mut to = File::from(to);
-            io::copy(&mut from, &mut to).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            io::copy(&mut from, &mut to)
+                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
             fchown(&to, owner.0, owner.1)?;
             fchmod(&to, perm)?;
             futimens(&to, &time, &time)?;

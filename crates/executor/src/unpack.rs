@@ -150,12 +150,8 @@ impl Compression {
     pub fn from_media_type(media_type: &MediaType) -> Result<Self, UnpackError> {
         match media_type {
             MediaType::ImageLayer | MediaType::ImageLayerNonDistributable => Ok(Self::None),
-            MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => {
-                Ok(Self::Gzip)
-            }
-            MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd => {
-                Ok(Self::Zstd)
-            }
+            MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => Ok(Self::Gzip),
+            MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd => Ok(Self::Zstd),
             MediaType::Other(other) => match other.as_str() {
                 "application/vnd.docker.image.rootfs.diff.tar" => Ok(Self::None),
                 "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -231,8 +227,11 @@ pub fn unpack_stream<R: Read>(
     };
     unpacker.finish()?;
     let hashing = rest.into_inner();
-    let diff_id = Digest::from_str(&format!("sha256:{}", hex::encode(hashing.hasher.finalize())))
-        .expect("a sha256 hex digest is a valid digest");
+    let diff_id = Digest::from_str(&format!(
+        "sha256:{}",
+        hex::encode(hashing.hasher.finalize())
+    ))
+    .expect("a sha256 hex digest is a valid digest");
     Ok(UnpackStats {
         diff_id,
         bytes: hashing.bytes,
@@ -437,8 +436,13 @@ impl Unpacker {
             if kind != tar::EntryType::Directory {
                 return Err(err("the image root can only be a directory"));
             }
-            let fd = openat(&self.root, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-                .map_err(|e| apply_err(&name_for_errors, "open root directory", e))?;
+            let fd = openat(
+                &self.root,
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                Mode::empty(),
+            )
+            .map_err(|e| apply_err(&name_for_errors, "open root directory", e))?;
             self.set_fd_meta(&fd, &meta, &name_for_errors)?;
             self.dir_times.push((path, meta.mtime));
             return Ok(());
@@ -501,7 +505,10 @@ impl Unpacker {
                     return Err(err("symlink without target"));
                 }
                 // The target is stored verbatim: it is only ever resolved inside the root.
-                ctx.replace_with(|| symlinkat(os(&target), ctx.dir, ctx.name), "create symlink")?;
+                ctx.replace_with(
+                    || symlinkat(os(&target), ctx.dir, ctx.name),
+                    "create symlink",
+                )?;
                 self.set_link_meta(&ctx, &meta)?;
             }
             tar::EntryType::Link => {
@@ -575,13 +582,11 @@ impl Unpacker {
         if let Some((p, fd)) = &self.parent_cache
             && p.as_slice() == parent
         {
-            return fd
-                .try_clone()
-                .map_err(|source| UnpackError::Apply {
-                    entry: entry.to_owned(),
-                    op: "duplicate directory handle",
-                    source,
-                });
+            return fd.try_clone().map_err(|source| UnpackError::Apply {
+                entry: entry.to_owned(),
+                op: "duplicate directory handle",
+                source,
+            });
         }
         let fd = self.ensure_dir_path(parent, entry)?;
         let dup = fd.try_clone().map_err(|source| UnpackError::Apply {
@@ -649,8 +654,11 @@ impl Unpacker {
         if self.touched.contains(&full) {
             return Ok(());
         }
-        let dir = match openat2(&self.root, rel(parent), in_root(OFlag::O_PATH | OFlag::O_DIRECTORY))
-        {
+        let dir = match openat2(
+            &self.root,
+            rel(parent),
+            in_root(OFlag::O_PATH | OFlag::O_DIRECTORY),
+        ) {
             Ok(fd) => fd,
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
             Err(e) => return Err(apply_err(entry, "open whiteout directory", e)),
@@ -788,14 +796,11 @@ impl EntryCtx<'_> {
     /// Creates a new regular file, replacing whatever is there. `O_EXCL` never follows a
     /// symlink at the final component.
     fn create_file(&self, mode: u32) -> Result<OwnedFd, UnpackError> {
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_EXCL
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let perm = Mode::from_bits_truncate(mode & 0o777);
         let mut result = openat(self.dir, self.name, flags, perm);
-        if result == Err(Errno::EEXIST) {
+        if matches!(result, Err(Errno::EEXIST)) {
             self.remove_existing()?;
             result = openat(self.dir, self.name, flags, perm);
         }
@@ -843,7 +848,8 @@ impl EntryCtx<'_> {
     }
 
     fn remove_existing(&self) -> Result<(), UnpackError> {
-        remove_all(self.dir, self.name).map_err(|e| apply_err(self.entry, "replace existing entry", e))
+        remove_all(self.dir, self.name)
+            .map_err(|e| apply_err(self.entry, "replace existing entry", e))
     }
 }
 
@@ -928,7 +934,10 @@ mod tests {
     #[test]
     fn media_types_choose_the_decompressor() {
         let docker = MediaType::Other("application/vnd.docker.image.rootfs.diff.tar.gzip".into());
-        assert_eq!(Compression::from_media_type(&docker).unwrap(), Compression::Gzip);
+        assert_eq!(
+            Compression::from_media_type(&docker).unwrap(),
+            Compression::Gzip
+        );
         assert_eq!(
             Compression::from_media_type(&MediaType::ImageLayerZstd).unwrap(),
             Compression::Zstd

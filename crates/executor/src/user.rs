@@ -138,12 +138,16 @@ pub fn resolve_with(
         return Err(UserError::Invalid(spec.to_owned()));
     }
     let entry = match user.parse::<u32>() {
-        Ok(uid) => passwd.iter().find(|p| p.uid == uid).cloned().or(Some(PasswdEntry {
-            name: String::new(),
-            uid,
-            gid: 0,
-            home: String::new(),
-        })),
+        Ok(uid) => passwd
+            .iter()
+            .find(|p| p.uid == uid)
+            .cloned()
+            .or(Some(PasswdEntry {
+                name: String::new(),
+                uid,
+                gid: 0,
+                home: String::new(),
+            })),
         Err(_) => Some(
             passwd
                 .iter()

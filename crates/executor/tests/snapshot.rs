@@ -1,0 +1,279 @@
+//! Snapshots: whiteouts across layers, sharing by chain ID, unpack-once, crash leftovers,
+//! and per-run root file systems that never modify a snapshot. Needs root (overlayfs).
+
+mod layers;
+
+use executor::snapshot::{
+    RootfsKind, SnapshotError, Snapshotter, chain_ids, cleanup_rootfs, copy_rootfs, mount_rootfs,
+};
+use layers::{Layer, blob, is_mounted, tempdir, tree};
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+fn base_layer() -> Vec<u8> {
+    Layer::new()
+        .dir("a/", 0o755)
+        .file("a/file1", b"one")
+        .file("a/file2", b"two")
+        .dir("b/", 0o755)
+        .file("b/x", b"x")
+        .dir("c/", 0o755)
+        .file("c/keep", b"keep")
+        .dir("d/", 0o755)
+        .file("d/old", b"old")
+        .dir("d/sub/", 0o755)
+        .file("d/sub/deep", b"deep")
+        .dir("usr/bin/", 0o755)
+        .symlink("bin", "usr/bin")
+        .file("usr/bin/sh", b"shell")
+        .tar()
+}
+
+fn change_layer() -> Vec<u8> {
+    Layer::new()
+        .whiteout("a/.wh.file1")
+        .whiteout(".wh.b")
+        .dir("d/", 0o755)
+        .whiteout("d/.wh..wh..opq")
+        .file("d/new", b"new")
+        .file("same", b"added and whited out in one layer")
+        .whiteout(".wh.same")
+        // Merged /usr: written through the lower layer's `bin -> usr/bin`.
+        .file("bin/tool", b"tool")
+        // A hard link to a file of the lower layer.
+        .hardlink("c/keep-link", "c/keep")
+        .tar()
+}
+
+fn assert_merged_view(root: &Path) {
+    assert!(
+        !root.join("a/file1").exists(),
+        "whiteout hides the lower file"
+    );
+    assert_eq!(fs::read(root.join("a/file2")).unwrap(), b"two");
+    assert!(!root.join("b").exists(), "whiteout hides the lower dir");
+    assert_eq!(fs::read(root.join("c/keep")).unwrap(), b"keep");
+    assert_eq!(fs::read(root.join("c/keep-link")).unwrap(), b"keep");
+    assert!(
+        !root.join("d/old").exists(),
+        "opaque dir hides lower content"
+    );
+    assert!(
+        !root.join("d/sub").exists(),
+        "opaque dir hides lower subdirs"
+    );
+    assert_eq!(fs::read(root.join("d/new")).unwrap(), b"new");
+    assert_eq!(
+        fs::read(root.join("same")).unwrap(),
+        b"added and whited out in one layer",
+        "a whiteout never hides an entry of its own layer"
+    );
+    assert!(
+        fs::symlink_metadata(root.join("bin"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(root.join("usr/bin/tool")).unwrap(), b"tool");
+    assert_eq!(fs::read(root.join("usr/bin/sh")).unwrap(), b"shell");
+}
+
+#[test]
+fn whiteouts_apply_across_layers_in_overlay_and_copy_roots() {
+    let tmp = tempdir();
+    let snaps = Snapshotter::new(tmp.path().join("snapshots")).unwrap();
+    let layers = vec![
+        blob(tmp.path(), &base_layer()),
+        blob(tmp.path(), &change_layer()),
+    ];
+    let dirs = snaps.prepare(&layers).unwrap();
+    assert_eq!(dirs.len(), 2);
+    // The upper snapshot stores the deletions the overlayfs way.
+    let wh = fs::symlink_metadata(dirs[1].join("b")).unwrap();
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout is a 0/0 device"
+    );
+
+    let run = tmp.path().join("run-overlay");
+    let rootfs = mount_rootfs(&dirs, &run).unwrap();
+    assert_eq!(rootfs.kind(), RootfsKind::Overlay);
+    assert_merged_view(rootfs.path());
+    rootfs.unmount().unwrap();
+    assert!(!run.join("rootfs").exists());
+
+    let run = tmp.path().join("run-copy");
+    let rootfs = copy_rootfs(&dirs, &run).unwrap();
+    assert_eq!(rootfs.kind(), RootfsKind::Copy);
+    assert!(!is_mounted(rootfs.path()));
+    assert_merged_view(rootfs.path());
+    rootfs.unmount().unwrap();
+    assert!(!run.join("rootfs").exists());
+}
+
+#[test]
+fn images_sharing_base_layers_share_snapshots_and_a_second_prepare_unpacks_nothing() {
+    let tmp = tempdir();
+    let snaps = Snapshotter::new(tmp.path().join("snapshots")).unwrap();
+    let base = blob(tmp.path(), &base_layer());
+    let top_a = blob(tmp.path(), &change_layer());
+    let top_b = blob(tmp.path(), &Layer::new().file("only-in-b", b"b").tar());
+    let a = snaps.prepare(&[base.clone(), top_a.clone()]).unwrap();
+    let b = snaps.prepare(&[base.clone(), top_b.clone()]).unwrap();
+    assert_eq!(a[0], b[0], "the base snapshot is shared");
+    assert_ne!(a[1], b[1]);
+    assert_eq!(snaps.snapshots().unwrap().len(), 3);
+    assert_eq!(
+        a,
+        chain_ids([&base.diff_id, &top_a.diff_id])
+            .iter()
+            .map(|c| snaps.snapshot_dir(c))
+            .collect::<Vec<_>>()
+    );
+
+    let before: Vec<u64> = a.iter().map(|d| fs::metadata(d).unwrap().ino()).collect();
+    let trees: Vec<_> = a.iter().map(|d| tree(d)).collect();
+    // The blobs are gone: a prepare that unpacked anything would fail to open them.
+    for l in [&base, &top_a] {
+        fs::remove_file(&l.path).unwrap();
+    }
+    let again = snaps.prepare(&[base, top_a]).unwrap();
+    assert_eq!(again, a);
+    let after: Vec<u64> = again
+        .iter()
+        .map(|d| fs::metadata(d).unwrap().ino())
+        .collect();
+    assert_eq!(before, after, "the same directories, not re-created");
+    assert_eq!(trees, again.iter().map(|d| tree(d)).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_wrong_diff_id_leaves_no_snapshot() {
+    let tmp = tempdir();
+    let root = tmp.path().join("snapshots");
+    let snaps = Snapshotter::new(&root).unwrap();
+    let mut layer = blob(tmp.path(), &base_layer());
+    layer.diff_id = layers::sha256(b"something else");
+    let err = snaps.prepare(std::slice::from_ref(&layer)).unwrap_err();
+    assert!(matches!(err, SnapshotError::DiffIdMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&layer.digest.to_string()), "{err}");
+    assert!(snaps.snapshots().unwrap().is_empty());
+    assert_eq!(
+        fs::read_dir(root.join("tmp")).unwrap().count(),
+        0,
+        "no temp left"
+    );
+
+    // A corrupt upper layer: the lower snapshot stays, the failed one leaves no mount or dir.
+    let good = blob(tmp.path(), &base_layer());
+    let mut bad = blob(tmp.path(), &change_layer());
+    fs::write(&bad.path, b"garbage").unwrap();
+    bad.digest = layers::sha256(b"garbage");
+    let err = snaps.prepare(&[good, bad]).unwrap_err();
+    assert!(matches!(err, SnapshotError::Unpack { .. }), "{err}");
+    assert_eq!(snaps.snapshots().unwrap().len(), 1);
+    assert_eq!(
+        fs::read_dir(root.join("tmp")).unwrap().count(),
+        0,
+        "no temp left"
+    );
+}
+
+#[test]
+fn leftovers_of_a_killed_unpack_are_removed_at_open() {
+    let tmp = tempdir();
+    let root = tmp.path().join("snapshots");
+    let snaps = Snapshotter::new(&root).unwrap();
+    let dirs = snaps.prepare(&[blob(tmp.path(), &base_layer())]).unwrap();
+    // What a process killed mid-unpack leaves: a temp dir with a half-written upper and the
+    // overlay still mounted.
+    let stale = root.join("tmp/unpack-killed");
+    for d in ["upper", "work", "merged"] {
+        fs::create_dir_all(stale.join(d)).unwrap();
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dirs[0].display(),
+        stale.join("upper").display(),
+        stale.join("work").display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &stale.join("merged"),
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .unwrap();
+    fs::write(stale.join("merged/half"), b"half").unwrap();
+    assert!(is_mounted(&stale.join("merged")));
+
+    let snaps = Snapshotter::new(&root).unwrap();
+    assert!(!stale.exists());
+    assert!(!is_mounted(&stale.join("merged")));
+    assert_eq!(
+        snaps.snapshots().unwrap().len(),
+        1,
+        "complete snapshots stay"
+    );
+}
+
+#[test]
+fn a_run_never_modifies_a_snapshot() {
+    let tmp = tempdir();
+    let snaps = Snapshotter::new(tmp.path().join("snapshots")).unwrap();
+    let dirs = snaps
+        .prepare(&[
+            blob(tmp.path(), &base_layer()),
+            blob(tmp.path(), &change_layer()),
+        ])
+        .unwrap();
+    let before: Vec<_> = dirs.iter().map(|d| tree(d)).collect();
+    for (kind, run) in [("overlay", "run1"), ("copy", "run2")] {
+        let run = tmp.path().join(run);
+        let rootfs = if kind == "overlay" {
+            mount_rootfs(&dirs, &run).unwrap()
+        } else {
+            copy_rootfs(&dirs, &run).unwrap()
+        };
+        let r = rootfs.path().to_owned();
+        fs::write(r.join("a/file2"), b"changed").unwrap();
+        fs::write(r.join("new-file"), b"new").unwrap();
+        fs::remove_file(r.join("c/keep")).unwrap();
+        fs::remove_dir_all(r.join("usr")).unwrap();
+        fs::set_permissions(
+            r.join("a"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        assert!(!r.join("c/keep").exists());
+        rootfs.unmount().unwrap();
+        let after: Vec<_> = dirs.iter().map(|d| tree(d)).collect();
+        assert_eq!(before, after, "{kind}: snapshots unchanged");
+    }
+}
+
+#[test]
+fn cleanup_rootfs_unmounts_a_leftover_mount() {
+    let tmp = tempdir();
+    let snaps = Snapshotter::new(tmp.path().join("snapshots")).unwrap();
+    let dirs = snaps.prepare(&[blob(tmp.path(), &base_layer())]).unwrap();
+    let run = tmp.path().join("run");
+    let rootfs = mount_rootfs(&dirs, &run).unwrap();
+    fs::write(rootfs.path().join("scratch"), b"x").unwrap();
+    // The executor died: only the run directory is known.
+    std::mem::forget(rootfs);
+    assert!(is_mounted(&run.join("rootfs")));
+    cleanup_rootfs(&run).unwrap();
+    assert!(!is_mounted(&run.join("rootfs")));
+    for d in ["rootfs", "upper", "work"] {
+        assert!(!run.join(d).exists(), "{d} removed");
+    }
+    cleanup_rootfs(&run).unwrap();
+    let files: Vec<PathBuf> = fs::read_dir(&dirs[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!files.iter().any(|f| f.ends_with("scratch")));
+}

@@ -1,0 +1,390 @@
+//! Unpacking single layers: file types and metadata, compression, diff IDs, limits, and a
+//! corpus of hostile layers that must never touch anything outside the destination.
+
+mod layers;
+
+use executor::unpack::{Compression, UnpackError, UnpackOptions, unpack_layer, unpack_stream};
+use layers::{Layer, sha256, tempdir, tree};
+use oci_spec::image::MediaType;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+fn unpack(tar: &[u8], dest: &Path) -> Result<executor::unpack::UnpackStats, UnpackError> {
+    unpack_stream(tar, Compression::None, dest, &UnpackOptions::default())
+}
+
+#[test]
+fn files_dirs_links_devices_keep_their_metadata() {
+    let tmp = tempdir();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let tar = Layer::new()
+        .dir_with("etc/", 0o750, 1_500_000_000)
+        .file_with(
+            "etc/tool",
+            b"#!/bin/sh\n",
+            0o4755,
+            1234,
+            5678,
+            1_400_000_000,
+        )
+        .file("etc/conf", b"a=1\n")
+        .symlink("etc/link", "/etc/conf")
+        .hardlink("etc/hard", "etc/conf")
+        .device("etc/null", tar::EntryType::Char, 1, 3)
+        .device("etc/fifo", tar::EntryType::Fifo, 0, 0)
+        .tar();
+    let stats = unpack(&tar, &root).unwrap();
+    assert_eq!(
+        stats.diff_id,
+        sha256(&tar),
+        "diff id is the sha256 of the tar"
+    );
+    assert_eq!(stats.entries, 7);
+
+    let tool = fs::metadata(root.join("etc/tool")).unwrap();
+    assert_eq!(tool.permissions().mode() & 0o7777, 0o4755, "setuid kept");
+    assert_eq!((tool.uid(), tool.gid()), (1234, 5678));
+    assert_eq!(tool.mtime(), 1_400_000_000);
+    assert_eq!(fs::read(root.join("etc/tool")).unwrap(), b"#!/bin/sh\n");
+
+    assert_eq!(
+        fs::read_link(root.join("etc/link")).unwrap(),
+        Path::new("/etc/conf"),
+        "symlink targets are stored verbatim"
+    );
+    let conf = fs::metadata(root.join("etc/conf")).unwrap();
+    let hard = fs::metadata(root.join("etc/hard")).unwrap();
+    assert_eq!(conf.ino(), hard.ino(), "hard link shares the inode");
+    assert_eq!(conf.nlink(), 2);
+
+    let null = fs::symlink_metadata(root.join("etc/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+    assert!(
+        fs::symlink_metadata(root.join("etc/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+
+    let etc = fs::metadata(root.join("etc")).unwrap();
+    assert_eq!(etc.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(
+        etc.mtime(),
+        1_500_000_000,
+        "dir mtime set after its children"
+    );
+}
+
+#[test]
+fn gzip_zstd_and_plain_layers_unpack_alike() {
+    let tar = Layer::new()
+        .dir("bin/", 0o755)
+        .file("bin/hello", b"hello world")
+        .tar();
+    let tmp = tempdir();
+    let mut trees = Vec::new();
+    for (name, media_type, bytes) in [
+        ("plain", MediaType::ImageLayer, tar.clone()),
+        ("gzip", MediaType::ImageLayerGzip, layers::gzip(&tar)),
+        ("zstd", MediaType::ImageLayerZstd, layers::zstd(&tar)),
+        (
+            "docker",
+            MediaType::Other("application/vnd.docker.image.rootfs.diff.tar.gzip".into()),
+            layers::gzip(&tar),
+        ),
+    ] {
+        let blob = tmp.path().join(format!("{name}.blob"));
+        fs::write(&blob, bytes).unwrap();
+        let dest = tmp.path().join(name);
+        fs::create_dir(&dest).unwrap();
+        let stats = unpack_layer(&blob, &media_type, &dest, &UnpackOptions::default()).unwrap();
+        assert_eq!(
+            stats.diff_id,
+            sha256(&tar),
+            "{name}: diff id of the uncompressed tar"
+        );
+        assert_eq!(fs::read(dest.join("bin/hello")).unwrap(), b"hello world");
+        trees.push(
+            tree(&dest)
+                .into_iter()
+                .map(|(k, v)| (k, v.split(" ino=").next().unwrap().to_owned()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(trees.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn corrupt_streams_and_unknown_media_types_fail_clearly() {
+    let tmp = tempdir();
+    let blob = tmp.path().join("blob");
+    fs::write(&blob, b"definitely not gzip").unwrap();
+    let err = unpack_layer(
+        &blob,
+        &MediaType::ImageLayerGzip,
+        tmp.path(),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, UnpackError::Read(_)), "{err}");
+    let err = unpack_layer(
+        &blob,
+        &MediaType::Other("application/x-rar".into()),
+        tmp.path(),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported layer media type application/x-rar"
+    );
+    let err = unpack_layer(
+        &tmp.path().join("missing"),
+        &MediaType::ImageLayer,
+        tmp.path(),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with("cannot open layer blob "),
+        "{err}"
+    );
+}
+
+#[test]
+fn tar_bombs_hit_the_limits() {
+    let tmp = tempdir();
+    let mut layer = Layer::new();
+    for i in 0..20 {
+        layer.file(&format!("f{i}"), &[0u8; 4096]);
+    }
+    let tar = layer.tar();
+    let err = unpack_stream(
+        &tar[..],
+        Compression::None,
+        tmp.path(),
+        &UnpackOptions {
+            max_bytes: 16 * 1024,
+            max_entries: 1000,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "layer exceeds the limit of 16384 uncompressed bytes"
+    );
+    let err = unpack_stream(
+        &tar[..],
+        Compression::None,
+        tmp.path(),
+        &UnpackOptions {
+            max_bytes: 1 << 30,
+            max_entries: 10,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "layer exceeds the limit of 10 entries");
+}
+
+#[test]
+fn later_entries_replace_earlier_ones_and_write_through_symlinked_dirs() {
+    let tmp = tempdir();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let tar = Layer::new()
+        .dir("usr/bin/", 0o755)
+        .symlink("bin", "/usr/bin")
+        .file("bin/tool", b"via absolute symlink")
+        .symlink("lib", "usr/lib")
+        .file("lib/libc.so", b"via relative symlink to a missing dir")
+        .file("x", b"first")
+        .file("x", b"second")
+        .dir("y/", 0o755)
+        .file("y/inner", b"gone with the dir")
+        .file("y", b"a file now")
+        .tar();
+    let err = unpack(&tar, &root).unwrap_err();
+    // `lib -> usr/lib` dangles: the entry below it cannot be placed and is named.
+    assert!(err.to_string().contains("lib/libc.so"), "{err}");
+
+    let root2 = tmp.path().join("root2");
+    fs::create_dir(&root2).unwrap();
+    let tar = Layer::new()
+        .dir("usr/bin/", 0o755)
+        .symlink("bin", "/usr/bin")
+        .file("bin/tool", b"via absolute symlink")
+        .file("x", b"first")
+        .file("x", b"second")
+        .dir("y/", 0o755)
+        .file("y/inner", b"gone with the dir")
+        .file("y", b"a file now")
+        .tar();
+    unpack(&tar, &root2).unwrap();
+    assert_eq!(
+        fs::read(root2.join("usr/bin/tool")).unwrap(),
+        b"via absolute symlink"
+    );
+    assert!(
+        fs::symlink_metadata(root2.join("bin"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(root2.join("x")).unwrap(), b"second");
+    assert_eq!(fs::read(root2.join("y")).unwrap(), b"a file now");
+}
+
+/// Each hostile layer is unpacked into `root` next to a canary directory; whether it fails or
+/// is contained, the canary and everything else outside `root` must be byte-for-byte the same.
+#[test]
+fn hostile_layers_never_touch_the_host() {
+    let cases: Vec<(&str, Box<dyn Fn(&Path) -> Vec<u8>>)> = vec![
+        (
+            "dot-dot file",
+            Box::new(|_| Layer::new().file("../canary/pwned", b"x").tar()),
+        ),
+        (
+            "deep dot-dot",
+            Box::new(|_| Layer::new().file("a/../../../canary/secret", b"x").tar()),
+        ),
+        (
+            "absolute host path",
+            Box::new(|c| {
+                Layer::new()
+                    .file(&format!("{}/secret", c.display()), b"x")
+                    .tar()
+            }),
+        ),
+        (
+            "relative symlink escape then write",
+            Box::new(|_| {
+                Layer::new()
+                    .symlink("evil", "../canary")
+                    .file("evil/pwned", b"x")
+                    .tar()
+            }),
+        ),
+        (
+            "absolute symlink to host dir then write",
+            Box::new(|c| {
+                Layer::new()
+                    .dir(&format!("{}/", c.display()), 0o755)
+                    .symlink("evil", &c.display().to_string())
+                    .file("evil/secret", b"overwritten?")
+                    .tar()
+            }),
+        ),
+        (
+            "symlink to host file then file entry of the same name",
+            Box::new(|c| {
+                Layer::new()
+                    .symlink("link", &c.join("secret").display().to_string())
+                    .file("link", b"overwritten?")
+                    .tar()
+            }),
+        ),
+        (
+            "directory swapped for a symlink then written into",
+            Box::new(|c| {
+                Layer::new()
+                    .dir("d/", 0o755)
+                    .file("d/ok", b"fine")
+                    .symlink("d", &c.display().to_string())
+                    .file("d/secret", b"overwritten?")
+                    .tar()
+            }),
+        ),
+        (
+            "hard link to a host file",
+            Box::new(|c| {
+                Layer::new()
+                    .hardlink("stolen", &c.join("secret").display().to_string())
+                    .tar()
+            }),
+        ),
+        (
+            "hard link through dot-dot",
+            Box::new(|_| Layer::new().hardlink("stolen", "../canary/secret").tar()),
+        ),
+        (
+            "hard link to a symlink pointing out, then written",
+            Box::new(|c| {
+                Layer::new()
+                    .symlink("out", &c.join("secret").display().to_string())
+                    .hardlink("alias", "out")
+                    .file("alias", b"overwritten?")
+                    .tar()
+            }),
+        ),
+        (
+            "whiteout through an escaping symlink",
+            Box::new(|c| {
+                Layer::new()
+                    .symlink("evil", &c.display().to_string())
+                    .whiteout("evil/.wh.secret")
+                    .whiteout("../canary/.wh.secret")
+                    .tar()
+            }),
+        ),
+        (
+            "opaque whiteout through an escaping symlink",
+            Box::new(|_| {
+                Layer::new()
+                    .symlink("evil", "../../canary")
+                    .whiteout("evil/.wh..wh..opq")
+                    .tar()
+            }),
+        ),
+        (
+            "whiteout of the parent",
+            Box::new(|_| Layer::new().whiteout(".wh..").whiteout("a/.wh..").tar()),
+        ),
+        (
+            "hard link to a directory",
+            Box::new(|_| Layer::new().dir("d/", 0o755).hardlink("x", "d").tar()),
+        ),
+    ];
+    for (name, make) in cases {
+        let tmp = tempdir();
+        let canary = tmp.path().join("canary");
+        fs::create_dir(&canary).unwrap();
+        fs::write(canary.join("secret"), b"host secret").unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let before = tree(&canary);
+        let tar = make(&canary);
+        let result = unpack(&tar, &root);
+        assert_eq!(tree(&canary), before, "{name}: canary changed ({result:?})");
+        let outside: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            outside.len(),
+            2,
+            "{name}: something was created next to the root"
+        );
+        if let Err(err) = result {
+            // Failures name the entry.
+            assert!(err.to_string().starts_with("layer entry "), "{name}: {err}");
+        }
+    }
+}
+
+#[test]
+fn contained_entries_land_inside_the_root() {
+    let tmp = tempdir();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let tar = Layer::new()
+        .file("../../etc/passwd", b"image passwd")
+        .symlink("abs", "/etc")
+        .file("abs/group", b"image group")
+        .tar();
+    unpack(&tar, &root).unwrap();
+    assert_eq!(fs::read(root.join("etc/passwd")).unwrap(), b"image passwd");
+    assert_eq!(fs::read(root.join("etc/group")).unwrap(), b"image group");
+}
