@@ -29,7 +29,7 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens};
 use nix::sys::stat::{mkdirat, mknodat, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchown, fchownat, symlinkat};
-use oci_spec::image::{Digest, MediaType};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, MediaType};
 use sha2::{Digest as _, Sha256};
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -77,9 +77,25 @@ pub enum SnapshotError {
         /// The layer blob's digest.
         digest: Digest,
         /// The diff ID from the image config.
-        expected: Digest,
+        expected: Box<Digest>,
         /// The digest of what was unpacked.
-        actual: Digest,
+        actual: Box<Digest>,
+    },
+    /// The manifest lists a different number of layers than the config has diff IDs.
+    #[error("image has {layers} layers but {diff_ids} diff ids in its config")]
+    LayerCount {
+        /// Layers in the manifest.
+        layers: usize,
+        /// Diff IDs in the config.
+        diff_ids: usize,
+    },
+    /// A diff ID in the image config is not a valid digest.
+    #[error("invalid diff id {diff_id} in the image config: {reason}")]
+    BadDiffId {
+        /// The text from the config.
+        diff_id: String,
+        /// Why it is invalid.
+        reason: String,
     },
     /// An overlayfs mount or unmount failed.
     #[error("cannot {op} overlay at {target}")]
@@ -122,6 +138,39 @@ pub struct LayerBlob {
     pub media_type: MediaType,
     /// Where the (verified) blob is stored.
     pub path: PathBuf,
+}
+
+/// Pairs an image manifest's layer descriptors (base first) with the image config's
+/// `rootfs.diff_ids` into what [`Snapshotter::prepare`] takes; `blob_path` says where the
+/// content store keeps a blob. Fails if the counts differ (a malformed image).
+pub fn layer_blobs(
+    config: &ImageConfiguration,
+    layers: &[Descriptor],
+    blob_path: impl Fn(&Digest) -> PathBuf,
+) -> Result<Vec<LayerBlob>, SnapshotError> {
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != layers.len() {
+        return Err(SnapshotError::LayerCount {
+            layers: layers.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(layer, diff_id)| {
+            let diff_id = Digest::from_str(diff_id).map_err(|e| SnapshotError::BadDiffId {
+                diff_id: diff_id.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok(LayerBlob {
+                digest: layer.digest().clone(),
+                diff_id,
+                media_type: layer.media_type().clone(),
+                path: blob_path(layer.digest()),
+            })
+        })
+        .collect()
 }
 
 /// Computes the chain IDs of a layer stack, bottom first.
@@ -267,8 +316,8 @@ impl Snapshotter {
         if stats.diff_id != layer.diff_id {
             return Err(SnapshotError::DiffIdMismatch {
                 digest: layer.digest.clone(),
-                expected: layer.diff_id.clone(),
-                actual: stats.diff_id,
+                expected: Box::new(layer.diff_id.clone()),
+                actual: Box::new(stats.diff_id),
             });
         }
         fs::rename(&upper, dest).map_err(io_err("commit snapshot", dest))?;

@@ -175,7 +175,7 @@ pub fn resolve_with(
     } else {
         groups
             .iter()
-            .filter(|g| g.members.iter().any(|m| *m == entry.name) && g.gid != gid)
+            .filter(|g| g.members.contains(&entry.name) && g.gid != gid)
             .map(|g| g.gid)
             .collect()
     };

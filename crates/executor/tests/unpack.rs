@@ -241,7 +241,8 @@ fn later_entries_replace_earlier_ones_and_write_through_symlinked_dirs() {
 /// is contained, the canary and everything else outside `root` must be byte-for-byte the same.
 #[test]
 fn hostile_layers_never_touch_the_host() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path) -> Vec<u8>>)> = vec![
+    type MakeLayer = Box<dyn Fn(&Path) -> Vec<u8>>;
+    let cases: Vec<(&str, MakeLayer)> = vec![
         (
             "dot-dot file",
             Box::new(|_| Layer::new().file("../canary/pwned", b"x").tar()),
