@@ -410,7 +410,42 @@ impl OverlayMount {
         work: &Path,
         target: &Path,
     ) -> Result<Self, SnapshotError> {
-        let data = overlay_options(lowers, upper, work, target)?;
+        let mut data = overlay_options(lowers, upper, work, target)?;
+        // Held until mount(2) has resolved the paths below.
+        let mut held: Vec<OwnedFd> = Vec::new();
+        if data.len() >= MAX_MOUNT_DATA {
+            // mount(2) copies one page of options: long paths times many layers do not fit.
+            // `/proc/self/fd/N` names the same directories in a few bytes each.
+            let mut short = |p: &Path| -> Result<PathBuf, SnapshotError> {
+                let fd = nix::fcntl::open(
+                    p,
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io_err("open", p)(e.into()))?;
+                let name = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                held.push(fd);
+                Ok(name)
+            };
+            let lowers = lowers
+                .iter()
+                .map(|l| short(l))
+                .collect::<Result<Vec<_>, _>>()?;
+            let upper = short(upper)?;
+            let work = short(work)?;
+            data = overlay_options(&lowers, &upper, &work, target)?;
+        }
+        if data.len() >= MAX_MOUNT_DATA {
+            return Err(SnapshotError::OverlayOptions {
+                target: target.to_owned(),
+                reason: format!(
+                    "{} layers need {} bytes of options, more than the kernel's {}",
+                    lowers.len(),
+                    data.len(),
+                    MAX_MOUNT_DATA - 1
+                ),
+            });
+        }
         mount(
             Some("overlay"),
             target,
@@ -458,6 +493,9 @@ fn unmount_path(target: &Path) -> Result<(), SnapshotError> {
     })
 }
 
+/// mount(2) copies at most one page of options, including the terminating NUL.
+const MAX_MOUNT_DATA: usize = 4096;
+
 /// Overlay mount data; lowerdir lists the top layer first.
 fn overlay_options(
     lowers: &[PathBuf],
@@ -489,14 +527,6 @@ fn overlay_options(
         text(upper)?,
         text(work)?
     );
-    // mount(2) copies at most one page of options.
-    if data.len() >= 4096 {
-        return Err(bad(format!(
-            "{} layers make {} bytes of options, more than the kernel's 4095",
-            lowers.len(),
-            data.len()
-        )));
-    }
     Ok(data)
 }
 

@@ -277,3 +277,95 @@ fn cleanup_rootfs_unmounts_a_leftover_mount() {
         .collect();
     assert!(!files.iter().any(|f| f.ends_with("scratch")));
 }
+
+#[test]
+fn concurrent_prepares_of_the_same_image_all_succeed_with_one_snapshot() {
+    let tmp = tempdir();
+    let root = tmp.path().join("snapshots");
+    let layers = vec![
+        blob(tmp.path(), &base_layer()),
+        blob(tmp.path(), &change_layer()),
+    ];
+    // Without the per-chain lock, the losers' renames onto a finished snapshot would fail.
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let snaps = Snapshotter::new(&root).unwrap();
+                    snaps.prepare(&layers)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let first = results[0].as_ref().unwrap();
+    for r in &results {
+        assert_eq!(r.as_ref().unwrap(), first);
+    }
+    let snaps = Snapshotter::new(&root).unwrap();
+    assert_eq!(snaps.snapshots().unwrap().len(), 2);
+    assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn layer_blobs_pair_manifest_layers_with_diff_ids() {
+    use oci_spec::image::{DescriptorBuilder, ImageConfiguration, MediaType};
+    let tmp = tempdir();
+    let l0 = blob(tmp.path(), &base_layer());
+    let l1 = blob(tmp.path(), &change_layer());
+    let config: ImageConfiguration = serde_json::from_value(serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [l0.diff_id.to_string(), l1.diff_id.to_string()]},
+    }))
+    .unwrap();
+    let descs: Vec<_> = [&l0, &l1]
+        .iter()
+        .map(|l| {
+            DescriptorBuilder::default()
+                .media_type(MediaType::ImageLayerGzip)
+                .digest(l.digest.clone())
+                .size(fs::metadata(&l.path).unwrap().len())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let blobs =
+        executor::snapshot::layer_blobs(&config, &descs, |d| tmp.path().join(d.digest())).unwrap();
+    assert_eq!(blobs, vec![l0.clone(), l1]);
+    let err =
+        executor::snapshot::layer_blobs(&config, &descs[..1], |d| tmp.path().join(d.digest()))
+            .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "image has 1 layers but 2 diff ids in its config"
+    );
+}
+
+#[test]
+fn images_with_many_layers_mount() {
+    let tmp = tempdir();
+    // Deep temp paths make each lowerdir long: 80 layers exceed one page of mount options.
+    let deep = tmp
+        .path()
+        .join("a-rather-long-directory-name-to-make-paths-long".repeat(2));
+    let snaps = Snapshotter::new(deep.join("snapshots")).unwrap();
+    let layers: Vec<_> = (0..80)
+        .map(|i| {
+            let tar = Layer::new()
+                .file(&format!("layer-{i}"), format!("{i}").as_bytes())
+                .file("top", format!("{i}").as_bytes())
+                .tar();
+            blob(tmp.path(), &tar)
+        })
+        .collect();
+    let dirs = snaps.prepare(&layers).unwrap();
+    let run = tmp.path().join("run");
+    let rootfs = mount_rootfs(&dirs, &run).unwrap();
+    assert_eq!(rootfs.kind(), RootfsKind::Overlay);
+    assert_eq!(fs::read_to_string(rootfs.path().join("top")).unwrap(), "79");
+    assert_eq!(
+        fs::read_to_string(rootfs.path().join("layer-0")).unwrap(),
+        "0"
+    );
+    rootfs.unmount().unwrap();
+}

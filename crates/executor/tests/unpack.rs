@@ -389,3 +389,55 @@ fn contained_entries_land_inside_the_root() {
     assert_eq!(fs::read(root.join("etc/passwd")).unwrap(), b"image passwd");
     assert_eq!(fs::read(root.join("etc/group")).unwrap(), b"image group");
 }
+
+#[test]
+fn long_names_and_safe_xattrs_are_applied() {
+    let tmp = tempdir();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let long = format!("{}/{}", "d".repeat(120), "f".repeat(150));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, &long, &b"long"[..]).unwrap();
+    // PAX xattrs: a user one is applied, an overlayfs one (which could redirect lookups into
+    // other layers) is dropped.
+    let mut h = tar::Header::new_ustar();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_pax_extensions([
+        ("SCHILY.xattr.user.note", &b"hello"[..]),
+        ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+    ])
+    .unwrap();
+    b.append_data(&mut h, "tagged", &b"x"[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    unpack(&tar, &root).unwrap();
+    assert_eq!(fs::read(root.join(&long)).unwrap(), b"long");
+    let get = |name: &str| {
+        let mut buf = [0u8; 64];
+        let path = std::ffi::CString::new(root.join("tagged").to_str().unwrap()).unwrap();
+        let name = std::ffi::CString::new(name).unwrap();
+        // SAFETY: valid C strings and a buffer with its length.
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        (n >= 0).then(|| buf[..n as usize].to_vec())
+    };
+    assert_eq!(get("user.note").as_deref(), Some(&b"hello"[..]));
+    assert_eq!(get("trusted.overlay.redirect"), None);
+}
