@@ -787,3 +787,106 @@ fn build_spec(
         .linux(linux)
         .build()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(json: serde_json::Value) -> oci_spec::image::Config {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn root() -> ResolvedUser {
+        ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            home: None,
+        }
+    }
+
+    fn args_of(image_json: serde_json::Value, opts: &BundleOptions) -> Vec<String> {
+        let spec = build_spec(&image(image_json), &root(), Path::new("/b"), opts, false).unwrap();
+        spec.process().as_ref().unwrap().args().clone().unwrap()
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_follow_docker_override_rules() {
+        let img = serde_json::json!({"Entrypoint": ["/runner"], "Cmd": ["--flag"]});
+        let mut opts = BundleOptions::new("/c", "/a");
+        assert_eq!(args_of(img.clone(), &opts), ["/runner", "--flag"]);
+        opts.cmd = Some(vec!["--other".into()]);
+        assert_eq!(args_of(img.clone(), &opts), ["/runner", "--other"]);
+        opts.cmd = None;
+        opts.entrypoint = Some(vec!["/bin/sh".into()]);
+        assert_eq!(
+            args_of(img.clone(), &opts),
+            ["/bin/sh"],
+            "new entrypoint drops Cmd"
+        );
+        let opts = BundleOptions::new("/c", "/a");
+        assert_eq!(
+            args_of(serde_json::json!({"Cmd": ["/bin/true"]}), &opts),
+            ["/bin/true"]
+        );
+        let err = build_spec(
+            &image(serde_json::json!({})),
+            &root(),
+            Path::new("/b"),
+            &opts,
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(err, BundleError::NoCommand));
+    }
+
+    #[test]
+    fn defaults_path_home_and_workdir() {
+        let opts = BundleOptions::new("/c", "/a");
+        let spec = build_spec(
+            &image(serde_json::json!({"Cmd": ["x"]})),
+            &root(),
+            Path::new("/b"),
+            &opts,
+            false,
+        )
+        .unwrap();
+        let p = spec.process().as_ref().unwrap();
+        let env = p.env().as_ref().unwrap();
+        assert_eq!(env[0], DEFAULT_PATH);
+        assert!(env.contains(&"HOME=/".to_owned()));
+        assert_eq!(p.cwd(), Path::new("/"));
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
+        let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        assert!(
+            res.memory().is_none() && res.pids().is_none(),
+            "no limits unless asked"
+        );
+    }
+
+    #[test]
+    fn bad_options_are_rejected_by_name() {
+        let mut opts = BundleOptions::new("/c", "/a");
+        opts.env = vec!["NOVALUE".into()];
+        assert_eq!(
+            check_options(&opts).unwrap_err().to_string(),
+            "invalid option env: \"NOVALUE\" is not KEY=VALUE"
+        );
+        let mut opts = BundleOptions::new("/c", "/a");
+        opts.workdir = Some("relative".into());
+        assert!(
+            check_options(&opts)
+                .unwrap_err()
+                .to_string()
+                .contains("workdir")
+        );
+        let mut opts = BundleOptions::new("/c", "/a");
+        opts.memory_limit = Some(0);
+        assert!(
+            check_options(&opts)
+                .unwrap_err()
+                .to_string()
+                .contains("memory_limit")
+        );
+    }
+}
