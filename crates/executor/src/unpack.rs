@@ -448,21 +448,23 @@ impl Unpacker {
             return Ok(());
         }
 
-        // Replacing an ancestor of the cached parent (or any non-file entry) may change what
-        // the cached path resolves to.
-        let is_file = matches!(
-            kind,
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse
-        );
-        if !is_file
-            || self
-                .parent_cache
-                .as_ref()
-                .is_some_and(|(p, _)| p.starts_with(&path))
+        // An entry at (or above) the cached directory's path may replace a directory on it
+        // with a symlink: then the path must be resolved again. Whiteouts reset it above.
+        if self
+            .parent_cache
+            .as_ref()
+            .is_some_and(|(p, _)| p.starts_with(&path))
         {
             self.parent_cache = None;
         }
-        let parent_fd = self.parent_dir(parent, &name_for_errors)?;
+        // Archives list a directory's files together: resolve their parent once.
+        let (key, parent_fd) = match self.parent_cache.take() {
+            Some((p, fd)) if p.as_slice() == parent => (p, fd),
+            _ => (
+                parent.to_vec(),
+                self.ensure_dir_path(parent, &name_for_errors)?,
+            ),
+        };
         let ctx = EntryCtx {
             dir: parent_fd.as_fd(),
             name: os(name),
@@ -573,31 +575,12 @@ impl Unpacker {
             }
         }
         self.mark_touched(&path);
+        self.parent_cache = Some((key, parent_fd));
         Ok(())
     }
 
-    /// Opens the parent directory of an entry (resolved inside the root), creating missing
-    /// directories on the way with mode 0755.
-    fn parent_dir(&mut self, parent: &[u8], entry: &str) -> Result<OwnedFd, UnpackError> {
-        if let Some((p, fd)) = &self.parent_cache
-            && p.as_slice() == parent
-        {
-            return fd.try_clone().map_err(|source| UnpackError::Apply {
-                entry: entry.to_owned(),
-                op: "duplicate directory handle",
-                source,
-            });
-        }
-        let fd = self.ensure_dir_path(parent, entry)?;
-        let dup = fd.try_clone().map_err(|source| UnpackError::Apply {
-            entry: entry.to_owned(),
-            op: "duplicate directory handle",
-            source,
-        })?;
-        self.parent_cache = Some((parent.to_vec(), dup));
-        Ok(fd)
-    }
-
+    /// Opens a directory (resolved inside the root), creating missing directories on the
+    /// way with mode 0755.
     fn ensure_dir_path(&mut self, path: &[u8], entry: &str) -> Result<OwnedFd, UnpackError> {
         let how = in_root(OFlag::O_PATH | OFlag::O_DIRECTORY);
         match openat2(&self.root, rel(path), how) {

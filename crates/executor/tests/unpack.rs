@@ -221,8 +221,15 @@ fn later_entries_replace_earlier_ones_and_write_through_symlinked_dirs() {
         .dir("y/", 0o755)
         .file("y/inner", b"gone with the dir")
         .file("y", b"a file now")
+        .dir("e/", 0o755)
+        .dir("d/", 0o755)
+        .file("d/a", b"in the dir")
+        .symlink("d", "/e")
+        .file("d/b", b"through the new symlink")
         .tar();
     unpack(&tar, &root2).unwrap();
+    assert_eq!(fs::read(root2.join("e/b")).unwrap(), b"through the new symlink");
+    assert!(!root2.join("e/a").exists());
     assert_eq!(
         fs::read(root2.join("usr/bin/tool")).unwrap(),
         b"via absolute symlink"
