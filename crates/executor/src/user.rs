@@ -1,14 +1,15 @@
 //! Resolve an image's `User` (`name`, `uid`, `name:group`, `uid:gid`, ...) to numeric IDs
 //! through the image's own `/etc/passwd` and `/etc/group`, as Docker and runc do.
 //!
-//! The files are read with `openat2(RESOLVE_IN_ROOT)` on the root file system: an image that
+//! The files are read with `openat2(RESOLVE_IN_ROOT)` (or its fallback walk) on the root file system: an image that
 //! makes `/etc/passwd` a symlink to an absolute path gets that path inside the image, never a
 //! file of the host.
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// The largest passwd or group file read; larger ones are rejected (a hostile image).
@@ -208,10 +209,12 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Result<String, UserError> {
         Mode::empty(),
     )
     .map_err(|e| err(e.into()))?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = match openat2(&root, rel, how) {
+    let fd = match crate::unpack::resolve::open_in_root(
+        root.as_fd(),
+        rel.as_bytes(),
+        OFlag::O_RDONLY,
+        false,
+    ) {
         Ok(fd) => fd,
         Err(nix::errno::Errno::ENOENT) => return Ok(String::new()),
         Err(e) => return Err(err(e.into())),

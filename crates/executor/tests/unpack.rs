@@ -14,6 +14,18 @@ fn unpack(tar: &[u8], dest: &Path) -> Result<executor::unpack::UnpackStats, Unpa
     unpack_stream(tar, Compression::None, dest, &UnpackOptions::default())
 }
 
+/// Unpacks with the userspace path walk that replaces `openat2` on old kernels.
+fn unpack_walk(tar: &[u8], dest: &Path) -> Result<executor::unpack::UnpackStats, UnpackError> {
+    let opts = UnpackOptions {
+        path_walk: true,
+        ..Default::default()
+    };
+    unpack_stream(tar, Compression::None, dest, &opts)
+}
+
+type UnpackFn = fn(&[u8], &Path) -> Result<executor::unpack::UnpackStats, UnpackError>;
+const RESOLVERS: [(&str, UnpackFn); 2] = [("openat2", unpack), ("path walk", unpack_walk)];
+
 #[test]
 fn files_dirs_links_devices_keep_their_metadata() {
     let tmp = tempdir();
@@ -168,7 +180,7 @@ fn tar_bombs_hit_the_limits() {
         tmp.path(),
         &UnpackOptions {
             max_bytes: 16 * 1024,
-            max_entries: 1000,
+            ..Default::default()
         },
     )
     .unwrap_err();
@@ -181,8 +193,8 @@ fn tar_bombs_hit_the_limits() {
         Compression::None,
         tmp.path(),
         &UnpackOptions {
-            max_bytes: 1 << 30,
             max_entries: 10,
+            ..Default::default()
         },
     )
     .unwrap_err();
@@ -191,6 +203,12 @@ fn tar_bombs_hit_the_limits() {
 
 #[test]
 fn later_entries_replace_earlier_ones_and_write_through_symlinked_dirs() {
+    for (_, unpack) in RESOLVERS {
+        replace_and_write_through(unpack);
+    }
+}
+
+fn replace_and_write_through(unpack: UnpackFn) {
     let tmp = tempdir();
     let root = tmp.path().join("root");
     fs::create_dir(&root).unwrap();
@@ -228,7 +246,10 @@ fn later_entries_replace_earlier_ones_and_write_through_symlinked_dirs() {
         .file("d/b", b"through the new symlink")
         .tar();
     unpack(&tar, &root2).unwrap();
-    assert_eq!(fs::read(root2.join("e/b")).unwrap(), b"through the new symlink");
+    assert_eq!(
+        fs::read(root2.join("e/b")).unwrap(),
+        b"through the new symlink"
+    );
     assert!(!root2.join("e/a").exists());
     assert_eq!(
         fs::read(root2.join("usr/bin/tool")).unwrap(),
@@ -355,7 +376,11 @@ fn hostile_layers_never_touch_the_host() {
             Box::new(|_| Layer::new().dir("d/", 0o755).hardlink("x", "d").tar()),
         ),
     ];
-    for (name, make) in cases {
+    for ((name, make), (resolver, unpack)) in cases
+        .iter()
+        .flat_map(|c| RESOLVERS.iter().map(move |r| (c, r)))
+    {
+        let name = format!("{name} ({resolver})");
         let tmp = tempdir();
         let canary = tmp.path().join("canary");
         fs::create_dir(&canary).unwrap();
@@ -384,6 +409,12 @@ fn hostile_layers_never_touch_the_host() {
 
 #[test]
 fn contained_entries_land_inside_the_root() {
+    for (_, unpack) in RESOLVERS {
+        contained(unpack);
+    }
+}
+
+fn contained(unpack: UnpackFn) {
     let tmp = tempdir();
     let root = tmp.path().join("root");
     fs::create_dir(&root).unwrap();

@@ -3,7 +3,7 @@
 //! The layer is streamed once: decompressed, hashed (the diff ID is the sha256 of the
 //! uncompressed tar) and applied entry by entry. Layers are untrusted input, so every path is
 //! resolved *inside* the destination directory with `openat2(RESOLVE_IN_ROOT |
-//! RESOLVE_NO_MAGICLINKS)`: `..` components, absolute paths and symlinks (absolute or relative)
+//! RESOLVE_NO_MAGICLINKS)` (or, on kernels without it, an equivalent walk: [`resolve`]): `..` components, absolute paths and symlinks (absolute or relative)
 //! all stay within the destination, exactly as they would inside the container. An absolute
 //! symlink therefore means a path in the image, and a later entry may write through a symlinked
 //! directory (merged-`/usr` images rely on that). Every final component is created or replaced
@@ -17,7 +17,7 @@
 //! requires, whiteouts only hide content of lower layers, never entries of the same layer.
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstatat, futimens, mknodat, utimensat};
 use nix::sys::stat::{UtimensatFlags, makedev, mkdirat};
 use nix::sys::time::TimeSpec;
@@ -34,6 +34,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::str::FromStr;
+
+pub(crate) mod resolve;
 
 /// Prefix of a whiteout entry's file name (OCI image spec, "Whiteouts").
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -111,6 +113,9 @@ pub struct UnpackOptions {
     pub max_bytes: u64,
     /// Maximum number of tar entries.
     pub max_entries: u64,
+    /// Resolve paths with the userspace walk that stands in for `openat2` on kernels older
+    /// than 5.6, even where `openat2` exists (for tests). Off by default.
+    pub path_walk: bool,
 }
 
 impl Default for UnpackOptions {
@@ -118,6 +123,7 @@ impl Default for UnpackOptions {
         Self {
             max_bytes: 32 << 30,
             max_entries: 2_000_000,
+            path_walk: false,
         }
     }
 }
@@ -209,7 +215,7 @@ pub fn unpack_stream<R: Read>(
         limit_hit: Rc::clone(&limit_hit),
     };
     let mut archive = tar::Archive::new(BufReader::with_capacity(BUF_SIZE, hashing));
-    let mut unpacker = Unpacker::new(root);
+    let mut unpacker = Unpacker::new(root, opts.path_walk);
     let result = unpacker.apply_all(&mut archive, opts);
     let mut rest = archive.into_inner();
     let result = result.and_then(|entries| {
@@ -302,21 +308,6 @@ fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
 
-/// The path as `openat2` wants it: `.` for the root itself.
-fn rel(bytes: &[u8]) -> &OsStr {
-    if bytes.is_empty() {
-        OsStr::new(".")
-    } else {
-        os(bytes)
-    }
-}
-
-fn in_root(flags: OFlag) -> OpenHow {
-    OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
-}
-
 /// Metadata of one entry, copied out of the tar header.
 struct Meta {
     mode: u32,
@@ -336,18 +327,21 @@ pub(crate) struct Unpacker {
     /// The last resolved parent directory: consecutive entries in one directory resolve once.
     parent_cache: Option<(Vec<u8>, OwnedFd)>,
     is_root: bool,
+    /// Force the userspace path walk instead of `openat2`.
+    walk: bool,
     buf: Vec<u8>,
     warned_devices: bool,
 }
 
 impl Unpacker {
-    pub(crate) fn new(root: OwnedFd) -> Self {
+    pub(crate) fn new(root: OwnedFd, walk: bool) -> Self {
         Self {
             root,
             touched: HashSet::new(),
             dir_times: Vec::new(),
             parent_cache: None,
             is_root: nix::unistd::geteuid().is_root(),
+            walk,
             buf: vec![0; BUF_SIZE],
             warned_devices: false,
         }
@@ -525,8 +519,9 @@ impl Unpacker {
                 }
                 // The target's parent is resolved inside the root and linkat does not follow a
                 // symlink as the final component, so a link can never reach a host file.
-                let tdir = openat2(&self.root, rel(tparent), in_root(OFlag::O_PATH))
-                    .map_err(|e| apply_err(&name_for_errors, "find hard link target", e))?;
+                let tdir =
+                    resolve::open_in_root(self.root.as_fd(), tparent, OFlag::O_PATH, self.walk)
+                        .map_err(|e| apply_err(&name_for_errors, "find hard link target", e))?;
                 ctx.replace_with(
                     || linkat(&tdir, os(tname), ctx.dir, ctx.name, AtFlags::empty()),
                     "create hard link",
@@ -582,8 +577,8 @@ impl Unpacker {
     /// Opens a directory (resolved inside the root), creating missing directories on the
     /// way with mode 0755.
     fn ensure_dir_path(&mut self, path: &[u8], entry: &str) -> Result<OwnedFd, UnpackError> {
-        let how = in_root(OFlag::O_PATH | OFlag::O_DIRECTORY);
-        match openat2(&self.root, rel(path), how) {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+        match resolve::open_in_root(self.root.as_fd(), path, flags, self.walk) {
             Ok(fd) => Ok(fd),
             Err(Errno::ENOENT) if !path.is_empty() => {
                 let (parent, name) = split_parent(path);
@@ -596,12 +591,14 @@ impl Unpacker {
                     Err(e) => return Err(apply_err(entry, "create parent directory", e)),
                 }
                 // Resolve again from the root: if `name` is a symlink, follow it in the root.
-                openat2(&self.root, rel(path), how).map_err(|e| UnpackError::Invalid {
-                    entry: entry.to_owned(),
-                    reason: format!(
-                        "parent {} cannot be resolved to a directory: {e}",
-                        String::from_utf8_lossy(path)
-                    ),
+                resolve::open_in_root(self.root.as_fd(), path, flags, self.walk).map_err(|e| {
+                    UnpackError::Invalid {
+                        entry: entry.to_owned(),
+                        reason: format!(
+                            "parent {} cannot be resolved to a directory: {e}",
+                            String::from_utf8_lossy(path)
+                        ),
+                    }
                 })
             }
             Err(e) => Err(UnpackError::Invalid {
@@ -637,10 +634,11 @@ impl Unpacker {
         if self.touched.contains(&full) {
             return Ok(());
         }
-        let dir = match openat2(
-            &self.root,
-            rel(parent),
-            in_root(OFlag::O_PATH | OFlag::O_DIRECTORY),
+        let dir = match resolve::open_in_root(
+            self.root.as_fd(),
+            parent,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            self.walk,
         ) {
             Ok(fd) => fd,
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
@@ -652,10 +650,11 @@ impl Unpacker {
     /// `.wh..wh..opq` in DIR: removes everything lower layers have in DIR, keeping what this
     /// layer added.
     fn opaque(&mut self, dir_path: &[u8], entry: &str) -> Result<(), UnpackError> {
-        let dir = match openat2(
-            &self.root,
-            rel(dir_path),
-            in_root(OFlag::O_RDONLY | OFlag::O_DIRECTORY),
+        let dir = match resolve::open_in_root(
+            self.root.as_fd(),
+            dir_path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            self.walk,
         ) {
             Ok(fd) => fd,
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
@@ -755,9 +754,9 @@ impl Unpacker {
     /// Sets directory mtimes, last, so that creating their children does not change them.
     pub(crate) fn finish(&mut self) -> Result<(), UnpackError> {
         for (path, mtime) in std::mem::take(&mut self.dir_times) {
-            let how = in_root(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW);
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
             // A later entry may have replaced the directory: then its time is not ours to set.
-            let Ok(fd) = openat2(&self.root, rel(&path), how) else {
+            let Ok(fd) = resolve::open_in_root(self.root.as_fd(), &path, flags, self.walk) else {
                 continue;
             };
             let t = TimeSpec::new(mtime, 0);
