@@ -264,6 +264,11 @@ impl Bundle {
             }
             Err(e) => return Err(io_err("read directory", dir)(e)),
         }
+        // config.json and inputs/ may hold secrets (env, args, kubeconfig). The container
+        // reaches its rootfs and binds through mounts, not through this path, so 0700 costs
+        // it nothing.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("set mode of", dir))?;
         let mut bundle = Bundle {
             dir: dir.to_owned(),
             rootfs: None,
@@ -333,9 +338,9 @@ impl Bundle {
 
         self.spec = build_spec(&image, &user, &dir, opts, kube)?;
         let config_path = dir.join("config.json");
-        self.spec
-            .save(&config_path)
-            .map_err(|e| io_err("write", &config_path)(io::Error::other(e.to_string())))?;
+        let json = serde_json::to_vec_pretty(&self.spec)
+            .map_err(|e| io_err("serialize", &config_path)(io::Error::other(e)))?;
+        write_private(&config_path, &json)?;
         tracing::debug!(bundle = %dir.display(), uid = user.uid, gid = user.gid, "bundle prepared");
         Ok(())
     }
@@ -439,6 +444,19 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), BundleError> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("set mode of", path))
 }
 
+/// Writes a new file with mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(io_err("write", path))
+}
+
 /// Copies a host file to a new file with mode 0600 (the inputs may hold secrets).
 fn copy_private(from: &Path, to: &Path) -> Result<(), BundleError> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -506,17 +524,7 @@ fn stage_kubeconfig(
         }
     }
     let out = serde_norway::to_string(&doc).map_err(|e| bad(format!("cannot write: {e}")))?;
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dest)
-            .map_err(io_err("create", dest))?;
-        f.write_all(out.as_bytes()).map_err(io_err("write", dest))?;
-    }
+    write_private(dest, out.as_bytes())?;
     Ok(copied)
 }
 

@@ -248,6 +248,13 @@ fn config_json_is_secure_and_follows_the_image_and_the_runner_contract() {
         "name: test-run\ndryRun: false\n"
     );
     assert_eq!(fs::metadata(dir.join("out")).unwrap().uid(), 1000);
+    let private = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(private(&dir), 0o700, "bundle dir is private");
+    assert_eq!(
+        private(&dir.join("config.json")),
+        0o600,
+        "config.json is private"
+    );
     assert_eq!(bundle.status_file(), dir.join("status/status.json"));
     assert!(is_mounted(&dir.join("rootfs")));
     bundle.cleanup().unwrap();

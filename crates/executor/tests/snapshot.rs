@@ -369,3 +369,30 @@ fn images_with_many_layers_mount() {
     );
     rootfs.unmount().unwrap();
 }
+
+#[test]
+fn removed_snapshots_are_gone_and_prepared_again_on_demand() {
+    let tmp = tempdir();
+    let snaps = Snapshotter::new(tmp.path().join("snapshots")).unwrap();
+    let layers = vec![
+        blob(tmp.path(), &base_layer()),
+        blob(tmp.path(), &change_layer()),
+    ];
+    let dirs = snaps.prepare(&layers).unwrap();
+    let chains = chain_ids(layers.iter().map(|l| &l.diff_id));
+    snaps.remove(&chains[1]).unwrap();
+    assert!(!dirs[1].exists());
+    assert!(dirs[0].exists(), "only the named snapshot goes");
+    snaps.remove(&chains[1]).unwrap();
+    assert_eq!(snaps.snapshots().unwrap(), vec![chains[0].clone()]);
+    assert_eq!(snaps.prepare(&layers).unwrap(), dirs);
+    assert_merged_view(&mount_and_keep(&dirs, &tmp.path().join("run")));
+    cleanup_rootfs(&tmp.path().join("run")).unwrap();
+}
+
+fn mount_and_keep(dirs: &[PathBuf], run: &Path) -> PathBuf {
+    let rootfs = mount_rootfs(dirs, run).unwrap();
+    let path = rootfs.path().to_owned();
+    std::mem::forget(rootfs);
+    path
+}
