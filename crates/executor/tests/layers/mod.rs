@@ -255,3 +255,57 @@ pub fn is_mounted(path: &Path) -> bool {
     let p = path.to_str().unwrap();
     info.lines().any(|l| l.split(' ').nth(4) == Some(p))
 }
+
+/// Writes an OCI image layout at `dir` holding one image tagged `tag`: the given layer tars
+/// (gzip-compressed, base first) and an image config with `config` as its `config` object.
+pub fn write_oci_layout(dir: &Path, tag: &str, layers: &[Vec<u8>], config: serde_json::Value) {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let digest = sha256(bytes);
+        fs::write(blobs.join(digest.digest()), bytes).unwrap();
+        (digest.to_string(), bytes.len())
+    };
+    let mut layer_descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for tar in layers {
+        let (digest, size) = put(&gzip(tar));
+        layer_descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest,
+            "size": size,
+        }));
+        diff_ids.push(sha256(tar).to_string());
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_size,
+        },
+        "layers": layer_descs,
+    });
+    let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "platform": {"architecture": "amd64", "os": "linux"},
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
