@@ -396,3 +396,94 @@ fn mount_and_keep(dirs: &[PathBuf], run: &Path) -> PathBuf {
     std::mem::forget(rootfs);
     path
 }
+
+fn run(cmd: &str, args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Layers as another tool writes them: what `umoci repack` records for deletions must
+/// unpack to the same tree `umoci unpack` produces.
+#[test]
+fn layers_made_by_umoci_unpack_as_umoci_unpacks_them() {
+    use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+    let tmp = tempdir();
+    let layout = tmp.path().join("layout");
+    layers::write_oci_layout(&layout, "v1", &[base_layer()], serde_json::json!({}));
+    let work = tmp.path().join("work");
+    let image = |tag: &str| format!("{}:{tag}", layout.display());
+    run(
+        "umoci",
+        &[
+            "unpack".as_ref(),
+            "--image".as_ref(),
+            image("v1").as_ref(),
+            work.as_os_str(),
+        ],
+    );
+    let r = work.join("rootfs");
+    fs::remove_file(r.join("a/file1")).unwrap();
+    fs::remove_dir_all(r.join("b")).unwrap();
+    fs::remove_dir_all(r.join("d")).unwrap();
+    fs::create_dir(r.join("d")).unwrap();
+    fs::write(r.join("d/new"), b"new").unwrap();
+    fs::remove_file(r.join("c/keep")).unwrap();
+    std::os::unix::fs::symlink("/a/file2", r.join("c/keep")).unwrap();
+    fs::write(r.join("usr/bin/tool"), b"tool").unwrap();
+    run(
+        "umoci",
+        &[
+            "repack".as_ref(),
+            "--image".as_ref(),
+            image("v2").as_ref(),
+            work.as_os_str(),
+        ],
+    );
+
+    let index = ImageIndex::from_file(layout.join("index.json")).unwrap();
+    let desc = index
+        .manifests()
+        .iter()
+        .find(|m| {
+            m.annotations()
+                .as_ref()
+                .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+                .is_some_and(|t| t == "v2")
+        })
+        .unwrap();
+    let blob = |d: &oci_spec::image::Digest| layout.join("blobs/sha256").join(d.digest());
+    let manifest = ImageManifest::from_file(blob(desc.digest())).unwrap();
+    let config = ImageConfiguration::from_file(blob(manifest.config().digest())).unwrap();
+    assert_eq!(manifest.layers().len(), 2, "umoci added one layer");
+    let blobs = executor::snapshot::layer_blobs(&config, manifest.layers(), blob).unwrap();
+    let snaps = Snapshotter::new(tmp.path().join("snapshots")).unwrap();
+    let dirs = snaps.prepare(&blobs).unwrap();
+    let ours = mount_rootfs(&dirs, &tmp.path().join("run")).unwrap();
+
+    let theirs = tmp.path().join("theirs");
+    run(
+        "umoci",
+        &[
+            "unpack".as_ref(),
+            "--image".as_ref(),
+            image("v2").as_ref(),
+            theirs.as_os_str(),
+        ],
+    );
+    // Inode numbers and mtimes of directories touched by the unpack naturally differ.
+    let shape = |root: &Path| -> Vec<(PathBuf, String)> {
+        tree(root)
+            .into_iter()
+            .map(|(k, v)| (k, v.split(" mtime=").next().unwrap().to_owned()))
+            .collect()
+    };
+    let (a, b) = (shape(ours.path()), shape(&theirs.join("rootfs")));
+    ours.unmount().unwrap();
+    assert_eq!(a, b);
+    assert!(a.iter().any(|(p, _)| p == Path::new("d/new")));
+    assert!(!a.iter().any(|(p, _)| p == Path::new("b")));
+}
