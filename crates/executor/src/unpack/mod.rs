@@ -24,7 +24,6 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 use oci_spec::image::{Digest, MediaType};
 use sha2::{Digest as _, Sha256};
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -32,7 +31,6 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::str::FromStr;
 
 pub(crate) mod resolve;
@@ -206,13 +204,11 @@ pub fn unpack_stream<R: Read>(
             Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(UnpackError::Read)?)
         }
     };
-    let limit_hit = Rc::new(Cell::new(false));
     let hashing = HashingReader {
         inner: decoded,
         hasher: Sha256::new(),
         bytes: 0,
         limit: opts.max_bytes,
-        limit_hit: Rc::clone(&limit_hit),
     };
     let mut archive = tar::Archive::new(BufReader::with_capacity(BUF_SIZE, hashing));
     let mut unpacker = Unpacker::new(root, opts.path_walk);
@@ -224,7 +220,8 @@ pub fn unpack_stream<R: Read>(
         Ok(entries)
     });
     let entries = match result {
-        Err(_) if limit_hit.get() => {
+        // The reader's own error is wrapped by tar; its counter tells what happened.
+        Err(_) if rest.get_ref().bytes > opts.max_bytes => {
             return Err(UnpackError::TooLarge {
                 limit: opts.max_bytes,
             });
@@ -263,7 +260,6 @@ struct HashingReader<R> {
     hasher: Sha256,
     bytes: u64,
     limit: u64,
-    limit_hit: Rc<Cell<bool>>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -271,7 +267,6 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.bytes += n as u64;
         if self.bytes > self.limit {
-            self.limit_hit.set(true);
             return Err(io::Error::other("layer size limit exceeded"));
         }
         self.hasher.update(&buf[..n]);
@@ -394,7 +389,7 @@ impl Unpacker {
             return self.whiteout(parent, target, &name_for_errors);
         }
 
-        let meta = Meta {
+        let mut meta = Meta {
             mode: header.mode().map_err(|e| err(&format!("bad mode: {e}")))? & 0o7777,
             uid: header
                 .uid()
@@ -417,7 +412,6 @@ impl Unpacker {
             header.device_major().ok().flatten().unwrap_or(0),
             header.device_minor().ok().flatten().unwrap_or(0),
         );
-        let mut meta = meta;
         if matches!(
             kind,
             tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Continuous
