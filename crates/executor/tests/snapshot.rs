@@ -487,3 +487,102 @@ fn layers_made_by_umoci_unpack_as_umoci_unpacks_them() {
     assert!(a.iter().any(|(p, _)| p == Path::new("d/new")));
     assert!(!a.iter().any(|(p, _)| p == Path::new("b")));
 }
+
+const CHILD_ENV: &str = "EXECUTOR_TEST_KILLED_UNPACK_CHILD";
+
+/// Not a test by itself: the process that `a_killed_unpack_leaves_nothing_that_looks_complete`
+/// starts (this test binary again, with the environment variable set) and kills mid-unpack.
+#[test]
+fn killed_unpack_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let layer = |l: &serde_json::Value| executor::snapshot::LayerBlob {
+        digest: l["digest"].as_str().unwrap().parse().unwrap(),
+        diff_id: l["diff_id"].as_str().unwrap().parse().unwrap(),
+        media_type: oci_spec::image::MediaType::from(l["media_type"].as_str().unwrap()),
+        path: l["path"].as_str().unwrap().into(),
+    };
+    let layers: Vec<_> = v["layers"].as_array().unwrap().iter().map(layer).collect();
+    let snaps = Snapshotter::new(v["root"].as_str().unwrap()).unwrap();
+    snaps.prepare(&layers).unwrap();
+}
+
+#[test]
+fn a_killed_unpack_leaves_nothing_that_looks_complete() {
+    use std::io::Write;
+    let tmp = tempdir();
+    let root = tmp.path().join("snapshots");
+    let base = blob(tmp.path(), &base_layer());
+    let mut big = Layer::new();
+    for i in 0..400 {
+        big.file(&format!("big/f{i}"), &[b'x'; 1024]);
+    }
+    let big = big.tar();
+    // The upper layer is read from a FIFO: the child blocks once it has what we wrote, so it
+    // is certainly mid-unpack when it is killed, however loaded the machine is.
+    let fifo = tmp.path().join("layer.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let top = executor::snapshot::LayerBlob {
+        digest: layers::sha256(&big),
+        diff_id: layers::sha256(&big),
+        media_type: oci_spec::image::MediaType::ImageLayer,
+        path: fifo.clone(),
+    };
+    let json = |l: &executor::snapshot::LayerBlob| {
+        serde_json::json!({
+            "digest": l.digest.to_string(), "diff_id": l.diff_id.to_string(),
+            "media_type": l.media_type.to_string(), "path": l.path,
+        })
+    };
+    let spec = serde_json::json!({"root": root, "layers": [json(&base), json(&top)]});
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["killed_unpack_child", "--exact", "--nocapture"])
+        .env(CHILD_ENV, spec.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writer.write_all(&big[..big.len() / 2]).unwrap();
+    // Wait until the child has written files of the half it got.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let started = || {
+        fs::read_dir(root.join("tmp")).unwrap().any(|d| {
+            let d = d.unwrap().path();
+            d.join("upper/big/f50").exists()
+        })
+    };
+    while !started() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never started unpacking"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(writer);
+
+    let chains = chain_ids([&base.diff_id, &top.diff_id]);
+    let probe = root.join("sha256").join(chains[1].digest());
+    assert!(!probe.exists(), "no snapshot for the killed layer");
+    let leftovers: Vec<PathBuf> = fs::read_dir(root.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "the killed unpack's temp dir is left");
+    assert!(
+        is_mounted(&leftovers[0].join("merged")),
+        "and its overlay mount"
+    );
+
+    let snaps = Snapshotter::new(&root).unwrap();
+    assert!(!is_mounted(&leftovers[0].join("merged")));
+    assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    assert_eq!(snaps.snapshots().unwrap(), vec![chains[0].clone()]);
+    // The same layer from a complete blob now unpacks normally.
+    let complete = blob(tmp.path(), &big);
+    let dirs = snaps.prepare(&[base, complete]).unwrap();
+    assert_eq!(fs::read_dir(dirs[1].join("big")).unwrap().count(), 400);
+}
