@@ -16,6 +16,10 @@
 //! can point at lower files) and deletions become overlayfs whiteouts in the upper directory
 //! by the kernel itself.
 //!
+//! Where overlayfs cannot be mounted (not root, the cache on overlayfs itself), snapshots
+//! are flattened instead (`snapshots/flat/<chain-id>`): the parent chain's tree copied and the
+//! layer applied to the copy, whiteouts by deletion; runs then get a copy of that tree.
+//!
 //! Crash safety: a snapshot is unpacked in `snapshots/tmp/<random>/` and renamed into place
 //! only after its diff ID was verified, so a killed unpack never leaves a directory that looks
 //! complete; leftovers (and their mounts) are removed by [`Snapshotter::new`]. A per-chain
@@ -195,6 +199,8 @@ pub fn chain_ids<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> Vec<Dige
 pub struct Snapshotter {
     root: PathBuf,
     unpack: UnpackOptions,
+    /// Diffs stacked by overlayfs; otherwise one flattened tree per chain.
+    overlay: bool,
 }
 
 impl Snapshotter {
@@ -203,16 +209,58 @@ impl Snapshotter {
     /// are recognised by their lock and left alone.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, SnapshotError> {
         let root = root.into();
-        for sub in ["sha256", "tmp", "locks"] {
+        for sub in ["sha256", "flat", "tmp", "locks"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         }
-        let this = Self {
+        let mut this = Self {
             root,
             unpack: UnpackOptions::default(),
+            overlay: true,
         };
         this.remove_stale_temp()?;
+        this.overlay = this.overlay_works();
+        if !this.overlay {
+            tracing::warn!(
+                root = %this.root.display(),
+                "overlayfs cannot be mounted here: snapshots are flattened copies"
+            );
+        }
         Ok(this)
+    }
+
+    /// Forces flattened snapshots (`false`) even where overlayfs works, or overlay diffs
+    /// (`true`) without checking that it does.
+    pub fn with_overlay(mut self, overlay: bool) -> Self {
+        self.overlay = overlay;
+        self
+    }
+
+    /// Whether snapshots are overlay diffs (else flattened trees).
+    pub fn uses_overlay(&self) -> bool {
+        self.overlay
+    }
+
+    /// Mounts a throw-away overlay to learn whether this host and file system support it
+    /// (not as root, on overlayfs itself, in some user namespaces: no).
+    fn overlay_works(&self) -> bool {
+        let Ok(probe) = self.temp_dir() else {
+            return false;
+        };
+        let dir = |name: &str| {
+            let d = probe.path().join(name);
+            fs::create_dir(&d).map(|()| d)
+        };
+        let (Ok(lower), Ok(upper), Ok(work), Ok(merged)) =
+            (dir("lower"), dir("upper"), dir("work"), dir("merged"))
+        else {
+            return false;
+        };
+        let works = OverlayMount::mount(&[lower], &upper, &work, &merged)
+            .and_then(OverlayMount::unmount)
+            .is_ok();
+        let _ = probe.close();
+        works
     }
 
     /// Sets the tar bomb limits used when unpacking.
@@ -223,12 +271,16 @@ impl Snapshotter {
 
     /// The directory of the snapshot with this chain ID (it may not exist).
     pub fn snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
-        self.root.join("sha256").join(chain_id.digest())
+        self.root.join(self.kind_dir()).join(chain_id.digest())
+    }
+
+    fn kind_dir(&self) -> &'static str {
+        if self.overlay { "sha256" } else { "flat" }
     }
 
     /// Chain IDs of the snapshots present in the cache.
     pub fn snapshots(&self) -> Result<Vec<Digest>, SnapshotError> {
-        let dir = self.root.join("sha256");
+        let dir = self.root.join(self.kind_dir());
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
             let entry = entry.map_err(io_err("list", &dir))?;
@@ -258,9 +310,10 @@ impl Snapshotter {
         doomed.close().map_err(io_err("remove snapshot", &dir))
     }
 
-    /// Makes sure every layer is unpacked and returns the snapshot directories bottom-to-top
-    /// (the order [`mount_rootfs`] takes). Only missing snapshots are unpacked; each layer's
-    /// content is checked against its diff ID before the snapshot becomes visible.
+    /// Makes sure every layer is unpacked and returns the snapshot directories to stack,
+    /// bottom first (what [`mount_rootfs`] takes): one per layer with overlayfs, the single
+    /// flattened tree of the whole chain without. Only missing snapshots are unpacked; each
+    /// layer's content is checked against its diff ID before the snapshot becomes visible.
     pub fn prepare(&self, layers: &[LayerBlob]) -> Result<Vec<PathBuf>, SnapshotError> {
         for layer in layers {
             if layer.diff_id.algorithm().as_ref() != "sha256" {
@@ -278,13 +331,48 @@ impl Snapshotter {
                 let _lock = self.lock(chain)?;
                 // Another process may have finished it while we waited for the lock.
                 if !dir.exists() {
-                    self.unpack_one(layer, &dirs, &dir)?;
+                    if self.overlay {
+                        self.unpack_one(layer, &dirs, &dir)?;
+                    } else {
+                        self.unpack_flat(layer, dirs.last(), &dir)?;
+                    }
                     tracing::info!(layer = %layer.digest, chain_id = %chain, "unpacked layer");
                 }
             }
             dirs.push(dir);
         }
+        if !self.overlay {
+            // Each flattened tree already holds everything below it.
+            return Ok(dirs.pop().into_iter().collect());
+        }
         Ok(dirs)
+    }
+
+    /// Without overlayfs: copies the parent chain's tree and applies the layer to the copy,
+    /// deleting what it whites out. Costs a full copy per layer; hard links of lower layers
+    /// become separate files and xattrs of lower layers are not copied.
+    fn unpack_flat(
+        &self,
+        layer: &LayerBlob,
+        parent: Option<&PathBuf>,
+        dest: &Path,
+    ) -> Result<(), SnapshotError> {
+        let work = self.temp_dir()?;
+        let tree = work.path().join("upper");
+        create_dir_mode(&tree, 0o755)?;
+        if let Some(parent) = parent {
+            copy_diff(parent, &tree).map_err(|e| io_err("copy snapshot", parent)(e.into()))?;
+        }
+        self.commit(layer, &tree, dest, |target| {
+            Ok(unpack::unpack_layer(
+                &layer.path,
+                &layer.media_type,
+                target,
+                &self.unpack,
+            ))
+        })?;
+        work.close()
+            .map_err(io_err("remove temp directory", &self.root))
     }
 
     fn unpack_one(
@@ -296,20 +384,38 @@ impl Snapshotter {
         let work = self.temp_dir()?;
         let upper = work.path().join("upper");
         create_dir_mode(&upper, 0o755)?;
-        let stats = if lowers.is_empty() {
-            unpack::unpack_layer(&layer.path, &layer.media_type, &upper, &self.unpack)
-        } else {
+        self.commit(layer, &upper, dest, |upper| {
+            if lowers.is_empty() {
+                return Ok(unpack::unpack_layer(
+                    &layer.path,
+                    &layer.media_type,
+                    upper,
+                    &self.unpack,
+                ));
+            }
             let merged = work.path().join("merged");
             let overlay_work = work.path().join("work");
             create_dir_mode(&merged, 0o755)?;
             create_dir_mode(&overlay_work, 0o700)?;
-            let mounted = OverlayMount::mount(lowers, &upper, &overlay_work, &merged)?;
+            let mounted = OverlayMount::mount(lowers, upper, &overlay_work, &merged)?;
             let result =
                 unpack::unpack_layer(&layer.path, &layer.media_type, &merged, &self.unpack);
             mounted.unmount()?;
-            result
-        };
-        let stats = stats.map_err(|source| SnapshotError::Unpack {
+            Ok(result)
+        })?;
+        work.close()
+            .map_err(io_err("remove temp directory", &self.root))
+    }
+
+    /// Runs `unpack` into `tree`, checks the diff ID and renames `tree` to `dest`.
+    fn commit(
+        &self,
+        layer: &LayerBlob,
+        tree: &Path,
+        dest: &Path,
+        unpack: impl FnOnce(&Path) -> Result<Result<unpack::UnpackStats, UnpackError>, SnapshotError>,
+    ) -> Result<(), SnapshotError> {
+        let stats = unpack(tree)?.map_err(|source| SnapshotError::Unpack {
             digest: layer.digest.clone(),
             source,
         })?;
@@ -320,10 +426,7 @@ impl Snapshotter {
                 actual: Box::new(stats.diff_id),
             });
         }
-        fs::rename(&upper, dest).map_err(io_err("commit snapshot", dest))?;
-        work.close()
-            .map_err(io_err("remove temp directory", &self.root))?;
-        Ok(())
+        fs::rename(tree, dest).map_err(io_err("commit snapshot", dest))
     }
 
     fn lock(&self, chain: &Digest) -> Result<Flock<File>, SnapshotError> {

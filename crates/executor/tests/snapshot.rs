@@ -586,3 +586,45 @@ fn a_killed_unpack_leaves_nothing_that_looks_complete() {
     let dirs = snaps.prepare(&[base, complete]).unwrap();
     assert_eq!(fs::read_dir(dirs[1].join("big")).unwrap().count(), 400);
 }
+
+#[test]
+fn without_overlayfs_snapshots_are_flattened_trees() {
+    let tmp = tempdir();
+    let probed = Snapshotter::new(tmp.path().join("snapshots")).unwrap();
+    assert!(
+        probed.uses_overlay(),
+        "overlayfs works on the test machines (as root)"
+    );
+    let snaps = probed.with_overlay(false);
+    let base = blob(tmp.path(), &base_layer());
+    let dirs = snaps
+        .prepare(&[base.clone(), blob(tmp.path(), &change_layer())])
+        .unwrap();
+    assert_eq!(dirs.len(), 1, "one flattened tree");
+    assert_merged_view(&dirs[0]);
+    let before = tree(&dirs[0]);
+
+    let run = tmp.path().join("run");
+    let rootfs = copy_rootfs(&dirs, &run).unwrap();
+    assert_merged_view(rootfs.path());
+    fs::write(rootfs.path().join("a/file2"), b"changed").unwrap();
+    rootfs.unmount().unwrap();
+    assert_eq!(tree(&dirs[0]), before, "the run did not touch the snapshot");
+
+    let other = snaps
+        .prepare(&[
+            base,
+            blob(tmp.path(), &Layer::new().file("only-in-b", b"b").tar()),
+        ])
+        .unwrap();
+    assert_eq!(
+        snaps.snapshots().unwrap().len(),
+        3,
+        "the base tree is shared"
+    );
+    assert!(other[0].join("only-in-b").exists());
+    assert!(
+        other[0].join("a/file1").exists(),
+        "b's chain has no whiteouts"
+    );
+}
