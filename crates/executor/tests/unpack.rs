@@ -479,3 +479,70 @@ fn long_names_and_safe_xattrs_are_applied() {
     assert_eq!(get("user.note").as_deref(), Some(&b"hello"[..]));
     assert_eq!(get("trusted.overlay.redirect"), None);
 }
+
+const NON_ROOT_CHILD_ENV: &str = "EXECUTOR_TEST_NON_ROOT_UNPACK_CHILD";
+
+/// Not a test by itself: the unprivileged process `not_root_skips_devices_and_ownership`
+/// starts (this test binary again, as uid 65534, with the environment variable set).
+#[test]
+fn non_root_unpack_child() {
+    let Ok(spec) = std::env::var(NON_ROOT_CHILD_ENV) else {
+        return;
+    };
+    let (tar, dest) = spec.split_once('|').unwrap();
+    let tar = fs::read(tar).unwrap();
+    unpack(&tar, Path::new(dest)).unwrap();
+}
+
+#[test]
+fn not_root_skips_devices_and_ownership() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempdir();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let dest = tmp.path().join("root");
+    fs::create_dir(&dest).unwrap();
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o777)).unwrap();
+    let tar_path = tmp.path().join("layer.tar");
+    let tar = Layer::new()
+        .device("dev/null", tar::EntryType::Char, 1, 3)
+        .device("dev/fifo", tar::EntryType::Fifo, 0, 0)
+        .file_with("owned", b"data", 0o640, 1234, 5678, 1_500_000_000)
+        .tar();
+    fs::write(&tar_path, &tar).unwrap();
+    // The build directory may not be reachable for uid 65534 (a checkout under /root).
+    let exe = tmp.path().join("test-binary");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let out = std::process::Command::new(&exe)
+        .args(["non_root_unpack_child", "--exact", "--nocapture"])
+        .env(
+            NON_ROOT_CHILD_ENV,
+            format!("{}|{}", tar_path.display(), dest.display()),
+        )
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dest.join("dev/null").exists(),
+        "device nodes need root: skipped"
+    );
+    assert!(
+        fs::symlink_metadata(dest.join("dev/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let owned = fs::metadata(dest.join("owned")).unwrap();
+    assert_eq!(
+        (owned.uid(), owned.gid()),
+        (65534, 65534),
+        "ownership needs root"
+    );
+    assert_eq!(owned.permissions().mode() & 0o777, 0o640);
+    assert_eq!(owned.mtime(), 1_500_000_000);
+}
