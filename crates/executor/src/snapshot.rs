@@ -295,6 +295,20 @@ impl Snapshotter {
         Ok(out)
     }
 
+    /// Removes every snapshot whose chain ID is not in `keep` (the chain IDs of the images
+    /// still stored, see [`chain_ids`]); returns how many went. Caveat: a running container
+    /// must not lose its lower directories, so prune only when no run uses a removed chain.
+    pub fn prune(&self, keep: &std::collections::HashSet<Digest>) -> Result<usize, SnapshotError> {
+        let mut removed = 0;
+        for chain in self.snapshots()? {
+            if !keep.contains(&chain) {
+                self.remove(&chain)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes one snapshot (for pruning). The caller makes sure no image or run needs it.
     pub fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
         let dir = self.snapshot_dir(chain_id);

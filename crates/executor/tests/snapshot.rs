@@ -386,6 +386,20 @@ fn removed_snapshots_are_gone_and_prepared_again_on_demand() {
     snaps.remove(&chains[1]).unwrap();
     assert_eq!(snaps.snapshots().unwrap(), vec![chains[0].clone()]);
     assert_eq!(snaps.prepare(&layers).unwrap(), dirs);
+    let other = blob(tmp.path(), &Layer::new().file("other", b"o").tar());
+    snaps.prepare(std::slice::from_ref(&other)).unwrap();
+    assert_eq!(snaps.snapshots().unwrap().len(), 3);
+    let keep = chains.iter().cloned().collect();
+    assert_eq!(
+        snaps.prune(&keep).unwrap(),
+        1,
+        "only the unreferenced chain goes"
+    );
+    let mut left = snaps.snapshots().unwrap();
+    left.sort_by_key(|d| d.to_string());
+    let mut expected = chains.clone();
+    expected.sort_by_key(|d| d.to_string());
+    assert_eq!(left, expected);
     assert_merged_view(&mount_and_keep(&dirs, &tmp.path().join("run")));
     cleanup_rootfs(&tmp.path().join("run")).unwrap();
 }
