@@ -375,6 +375,17 @@ impl Bundle {
         self.dir.join("status").join("status.json")
     }
 
+    /// Leaves the bundle in place, root file system mounted, for whoever removes it later
+    /// ([`snapshot::cleanup_rootfs`] on the directory, then delete it): for bundles that
+    /// outlive this process (`executor bundle`) or whose run directory is removed as a whole.
+    pub fn detach(self) -> PathBuf {
+        let mut this = self;
+        if let Some(rootfs) = this.rootfs.take() {
+            rootfs.detach();
+        }
+        this.dir.clone()
+    }
+
     /// Unmounts the root file system and removes the whole bundle directory, including
     /// `out/` and the status file: collect them first.
     pub fn cleanup(mut self) -> Result<(), BundleError> {

@@ -678,6 +678,12 @@ impl RootfsMount {
         self.kind
     }
 
+    /// Forgets the mount without unmounting it: someone else (gc, [`cleanup_rootfs`])
+    /// removes it later. Returns the root file system directory.
+    pub fn detach(self) -> PathBuf {
+        self.path
+    }
+
     /// Unmounts the root file system and removes it with the run's upper and work dirs.
     pub fn unmount(self) -> Result<(), SnapshotError> {
         cleanup_rootfs(&self.run_dir)

@@ -310,7 +310,12 @@ fn host_network_and_kubeconfig() {
     );
     let m = fs::metadata(dir.join("inputs/kube/1-client.key")).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o600);
-    bundle.cleanup().unwrap();
+    // A detached bundle stays mounted for whoever removes it later (gc, the CLI's user).
+    let detached = bundle.detach();
+    assert!(is_mounted(&detached.join("rootfs")));
+    executor::snapshot::cleanup_rootfs(&detached).unwrap();
+    assert!(!is_mounted(&detached.join("rootfs")));
+    fs::remove_dir_all(&detached).unwrap();
 }
 
 #[test]

@@ -263,7 +263,7 @@ fn cleanup_rootfs_unmounts_a_leftover_mount() {
     let rootfs = mount_rootfs(&dirs, &run).unwrap();
     fs::write(rootfs.path().join("scratch"), b"x").unwrap();
     // The executor died: only the run directory is known.
-    std::mem::forget(rootfs);
+    let _ = rootfs.detach();
     assert!(is_mounted(&run.join("rootfs")));
     cleanup_rootfs(&run).unwrap();
     assert!(!is_mounted(&run.join("rootfs")));
@@ -405,10 +405,7 @@ fn removed_snapshots_are_gone_and_prepared_again_on_demand() {
 }
 
 fn mount_and_keep(dirs: &[PathBuf], run: &Path) -> PathBuf {
-    let rootfs = mount_rootfs(dirs, run).unwrap();
-    let path = rootfs.path().to_owned();
-    std::mem::forget(rootfs);
-    path
+    mount_rootfs(dirs, run).unwrap().detach()
 }
 
 fn run(cmd: &str, args: &[&std::ffi::OsStr]) {

@@ -138,9 +138,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let bundle = Bundle::prepare(&config, &lowers, &output, &opts)
         .with_context(|| format!("while writing the bundle {}", output.display()))?;
     tracing::info!(image = %args.image, bundle = %bundle.dir().display(), "bundle written");
-    println!("{}", bundle.dir().display());
     // The rootfs mount must outlive this process: that is what the bundle is for.
-    std::mem::forget(bundle);
+    println!("{}", bundle.detach().display());
     Ok(ExitCode::SUCCESS)
 }
 
