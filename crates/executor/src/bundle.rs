@@ -242,10 +242,10 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Writes a bundle for an image into `dir` (created; must be absent or empty): mounts the
-    /// root file system over `lowers` (snapshot directories, bottom first), resolves the
-    /// user in it, copies the inputs and writes `config.json`. On failure, everything made so
-    /// far is removed again.
+    /// Writes a bundle for an image into `dir` (must be absent or empty; its mode becomes
+    /// 0700): mounts the root file system over `lowers` (snapshot directories, bottom first),
+    /// resolves the user in it, copies the inputs and writes `config.json`. On failure,
+    /// everything made so far is removed again (`dir` too, if this call created it).
     pub fn prepare(
         config: &ImageConfiguration,
         lowers: &[PathBuf],
@@ -253,17 +253,19 @@ impl Bundle {
         opts: &BundleOptions,
     ) -> Result<Bundle, BundleError> {
         check_options(opts)?;
-        match fs::read_dir(dir) {
+        let created = match fs::read_dir(dir) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
                     return Err(BundleError::NotEmpty(dir.to_owned()));
                 }
+                false
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+                true
             }
             Err(e) => return Err(io_err("read directory", dir)(e)),
-        }
+        };
         // config.json and inputs/ may hold secrets (env, args, kubeconfig). The container
         // reaches its rootfs and binds through mounts, not through this path, so 0700 costs
         // it nothing.
@@ -276,7 +278,13 @@ impl Bundle {
         };
         match bundle.fill(config, lowers, opts) {
             Ok(()) => Ok(bundle),
-            Err(error) => match bundle.remove_contents() {
+            Err(error) => match bundle.remove_contents().and_then(|()| {
+                // A directory this call created goes too; one the caller made stays.
+                if created {
+                    fs::remove_dir(dir).map_err(io_err("remove", dir))?;
+                }
+                Ok(())
+            }) {
                 Ok(()) => Err(error),
                 Err(cleanup) => Err(BundleError::Cleanup {
                     error: Box::new(error),
