@@ -46,6 +46,8 @@ fn files_dirs_links_devices_keep_their_metadata() {
         .hardlink("etc/hard", "etc/conf")
         .device("etc/null", tar::EntryType::Char, 1, 3)
         .device("etc/fifo", tar::EntryType::Fifo, 0, 0)
+        .dir_with("shared/", 0o2775, 1_500_000_000)
+        .file("shared/rootfile", b"root:root")
         .tar();
     let stats = unpack(&tar, &root).unwrap();
     assert_eq!(
@@ -53,7 +55,7 @@ fn files_dirs_links_devices_keep_their_metadata() {
         sha256(&tar),
         "diff id is the sha256 of the tar"
     );
-    assert_eq!(stats.entries, 7);
+    assert_eq!(stats.entries, 9);
 
     let tool = fs::metadata(root.join("etc/tool")).unwrap();
     assert_eq!(tool.permissions().mode() & 0o7777, 0o4755, "setuid kept");
@@ -80,6 +82,14 @@ fn files_dirs_links_devices_keep_their_metadata() {
             .file_type()
             .is_fifo()
     );
+
+    // Give the setgid dir a group after the fact, then unpack into it again: the new file
+    // must still be root:root as the tar says, not inherit the directory's group.
+    std::os::unix::fs::chown(root.join("shared"), None, Some(50)).unwrap();
+    let again = Layer::new().file("shared/second", b"x").tar();
+    unpack(&again, &root).unwrap();
+    let second = fs::metadata(root.join("shared/second")).unwrap();
+    assert_eq!((second.uid(), second.gid()), (0, 0));
 
     let etc = fs::metadata(root.join("etc")).unwrap();
     assert_eq!(etc.permissions().mode() & 0o7777, 0o750);

@@ -320,7 +320,8 @@ pub(crate) struct Unpacker {
     /// Directories whose mtime is set after all entries (creating children changes it).
     dir_times: Vec<(Vec<u8>, i64)>,
     /// The last resolved parent directory: consecutive entries in one directory resolve once.
-    parent_cache: Option<(Vec<u8>, OwnedFd)>,
+    /// Also whether that directory is setgid (new files then take its group).
+    parent_cache: Option<(Vec<u8>, OwnedFd, bool)>,
     is_root: bool,
     /// Force the userspace path walk instead of `openat2`.
     walk: bool,
@@ -431,7 +432,7 @@ impl Unpacker {
                 Mode::empty(),
             )
             .map_err(|e| apply_err(&name_for_errors, "open root directory", e))?;
-            self.set_fd_meta(&fd, &meta, &name_for_errors)?;
+            self.set_fd_meta(&fd, &meta, &name_for_errors, true)?;
             self.dir_times.push((path, meta.mtime));
             return Ok(());
         }
@@ -441,17 +442,19 @@ impl Unpacker {
         if self
             .parent_cache
             .as_ref()
-            .is_some_and(|(p, _)| p.starts_with(&path))
+            .is_some_and(|(p, _, _)| p.starts_with(&path))
         {
             self.parent_cache = None;
         }
         // Archives list a directory's files together: resolve their parent once.
-        let (key, parent_fd) = match self.parent_cache.take() {
-            Some((p, fd)) if p.as_slice() == parent => (p, fd),
-            _ => (
-                parent.to_vec(),
-                self.ensure_dir_path(parent, &name_for_errors)?,
-            ),
+        let (key, parent_fd, parent_setgid) = match self.parent_cache.take() {
+            Some((p, fd, setgid)) if p.as_slice() == parent => (p, fd, setgid),
+            _ => {
+                let fd = self.ensure_dir_path(parent, &name_for_errors)?;
+                let setgid =
+                    nix::sys::stat::fstat(&fd).map_or(true, |st| st.st_mode & libc::S_ISGID != 0);
+                (parent.to_vec(), fd, setgid)
+            }
         };
         let ctx = EntryCtx {
             dir: parent_fd.as_fd(),
@@ -477,13 +480,16 @@ impl Unpacker {
                             source,
                         })?;
                 }
-                self.set_fd_meta(&file, &meta, &name_for_errors)?;
+                // A file root creates is root:root unless its directory is setgid: most
+                // files of an image need no chown.
+                let owned = self.is_root && meta.uid == 0 && meta.gid == 0 && !parent_setgid;
+                self.set_fd_meta(&file, &meta, &name_for_errors, !owned)?;
                 let t = TimeSpec::new(meta.mtime, 0);
                 futimens(&file, &t, &t).map_err(|e| apply_err(&name_for_errors, "set mtime", e))?;
             }
             tar::EntryType::Directory => {
                 let fd = ctx.ensure_dir()?;
-                self.set_fd_meta(&fd, &meta, &name_for_errors)?;
+                self.set_fd_meta(&fd, &meta, &name_for_errors, true)?;
                 self.dir_times.push((path.clone(), meta.mtime));
             }
             tar::EntryType::Symlink => {
@@ -564,7 +570,7 @@ impl Unpacker {
             }
         }
         self.mark_touched(&path);
-        self.parent_cache = Some((key, parent_fd));
+        self.parent_cache = Some((key, parent_fd, parent_setgid));
         Ok(())
     }
 
@@ -692,8 +698,14 @@ impl Unpacker {
     }
 
     /// Owner, mode and xattrs through an open fd (files and directories).
-    fn set_fd_meta(&self, fd: &impl AsFd, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
-        if self.is_root {
+    fn set_fd_meta(
+        &self,
+        fd: &impl AsFd,
+        meta: &Meta,
+        entry: &str,
+        chown: bool,
+    ) -> Result<(), UnpackError> {
+        if self.is_root && chown {
             // chown before chmod: chown clears setuid/setgid bits.
             fchown(
                 fd,
