@@ -414,3 +414,85 @@ fn runc_runs_the_bundle_with_read_only_inputs() {
         "snapshot unchanged by the run"
     );
 }
+
+/// `executor pull` then `executor bundle` from an OCI layout; `runc run` of the result.
+#[test]
+fn executor_bundle_cli_writes_a_bundle_runc_runs() {
+    let tmp = tempdir();
+    let layout = tmp.path().join("layout");
+    layers::write_oci_layout(
+        &layout,
+        "v1",
+        &[busybox_layer()],
+        serde_json::json!({
+            "Entrypoint": ["/bin/sh", "-c"],
+            "Cmd": ["echo cli-hello; cat /runner-args"],
+        }),
+    );
+    let root = tmp.path().join("root");
+    let image = format!("oci-layout:{}:v1", layout.display());
+    let executor = |args: Vec<std::ffi::OsString>| {
+        Command::new(env!("CARGO_BIN_EXE_executor"))
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let opts = inputs(tmp.path());
+    let out_dir = tmp.path().join("bundle");
+    let bundle_args = |image: &str| -> Vec<std::ffi::OsString> {
+        vec![
+            "bundle".into(),
+            image.into(),
+            "--context".into(),
+            opts.context_file.clone().into(),
+            "--args".into(),
+            opts.args_file.clone().into(),
+            "--output".into(),
+            out_dir.clone().into(),
+        ]
+    };
+
+    // Not pulled yet: one clear line, exit 125, no bundle dir.
+    let out = executor(bundle_args(&image));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("executor pull"), "{stderr}");
+    assert!(!out_dir.exists());
+
+    let out = executor(vec!["pull".into(), image.clone().into()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = executor(bundle_args(&image));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        out_dir.to_str().unwrap()
+    );
+
+    let id = format!("bundle-cli-test-{}", std::process::id());
+    let run = Command::new("runc")
+        .arg("--root")
+        .arg(tmp.path().join("runc-state"))
+        .args(["run", "-b"])
+        .arg(&out_dir)
+        .arg(&id)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    executor::snapshot::cleanup_rootfs(&out_dir).unwrap();
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(stdout, "cli-hello\nworkflow:\n  entrypoint: main\n");
+}

@@ -4,7 +4,9 @@
 use super::GlobalArgs;
 use anyhow::{Context, bail};
 use executor::bundle::{BindMount, Bundle, BundleOptions, Network};
-use executor::snapshot::{LayerBlob, Snapshotter};
+use executor::reference::ImageSource;
+use executor::snapshot::{LayerBlob, Snapshotter, layer_blobs};
+use executor::store::Store;
 use oci_spec::image::ImageConfiguration;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -145,10 +147,21 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
 
 /// The image config and its layer blobs from the content store.
 fn resolve_image(
-    _global: &GlobalArgs,
+    global: &GlobalArgs,
     image: &str,
 ) -> anyhow::Result<(ImageConfiguration, Vec<LayerBlob>)> {
-    bail!("cannot resolve image {image}: the content store is not part of this build yet")
+    let source = ImageSource::parse(image)?;
+    let store = Store::open(&global.root)
+        .with_context(|| format!("while opening the store at {}", global.root.display()))?;
+    let record = store.image(&source)?.with_context(|| {
+        format!("image {source} is not in the store: run `executor pull {image}` first")
+    })?;
+    let config = store
+        .read_config(&record)
+        .with_context(|| format!("while reading the config of {source}"))?;
+    let layers = layer_blobs(&config, &record.layers, |digest| store.blob_path(digest))
+        .with_context(|| format!("image {source}"))?;
+    Ok((config, layers))
 }
 
 /// `512`, `64k`, `256m`, `2g` (powers of 1024) to bytes.
