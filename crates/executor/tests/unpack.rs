@@ -382,6 +382,24 @@ fn hostile_layers_never_touch_the_host() {
             Box::new(|_| Layer::new().whiteout(".wh..").whiteout("a/.wh..").tar()),
         ),
         (
+            "symlink loop then written through",
+            Box::new(|_| {
+                Layer::new()
+                    .symlink("a", "b")
+                    .symlink("b", "a")
+                    .file("a/x", b"x")
+                    .tar()
+            }),
+        ),
+        (
+            "path through a regular file",
+            Box::new(|_| Layer::new().file("f", b"x").file("f/g", b"y").tar()),
+        ),
+        (
+            "hard link to itself",
+            Box::new(|_| Layer::new().hardlink("self", "self").tar()),
+        ),
+        (
             "hard link to a directory",
             Box::new(|_| Layer::new().dir("d/", 0o755).hardlink("x", "d").tar()),
         ),
