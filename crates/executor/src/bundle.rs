@@ -16,16 +16,18 @@
 //! UTS and mount namespaces, a network namespace unless host networking is asked for, the 14
 //! default capabilities and no more, `noNewPrivileges`, runc's masked and read-only paths, a
 //! device cgroup that denies all but the standard devices, `RLIMIT_NOFILE` 1024. The cgroups
-//! path is left to the runtime. Caveat: no seccomp profile is set.
+//! path is left to the runtime, and a seccomp filter denies the syscalls in
+//! [`DENIED_SYSCALLS`] (a deny list: lighter than Docker's allow-list profile).
 
 use crate::snapshot::{self, RootfsMount, SnapshotError};
 use crate::user::{self, ResolvedUser, UserError};
 use oci_spec::OciSpecError;
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
-    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    Arch, Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction,
+    LinuxSeccompBuilder, LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder,
     PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use std::fs;
@@ -90,6 +92,49 @@ pub const READONLY_PATHS: [&str; 5] = [
     "/proc/irq",
     "/proc/sys",
     "/proc/sysrq-trigger",
+];
+
+/// Syscalls the default seccomp filter refuses with `EPERM` (everything else is allowed).
+///
+/// A deny list, not Docker's allow list: it keeps every runner working while closing the
+/// kernel interfaces that container escapes and privilege escalations have used most and
+/// that a runner has no business calling (module loading, kexec, bpf, perf, userfaultfd,
+/// io_uring, the keyring, file handles, namespaces and mounts, clock and swap changes).
+/// Names a kernel or libseccomp does not know are skipped by runc, crun and youki.
+pub const DENIED_SYSCALLS: [&str; 33] = [
+    "acct",
+    "add_key",
+    "adjtimex",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "delete_module",
+    "finit_module",
+    "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "perf_event_open",
+    "pivot_root",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "umount2",
+    "unshare",
 ];
 
 /// Errors while preparing or cleaning up a bundle.
@@ -208,6 +253,8 @@ pub struct BundleOptions {
     pub kubeconfig: Option<PathBuf>,
     /// The container's host name.
     pub hostname: String,
+    /// Install the default seccomp filter ([`DENIED_SYSCALLS`]); on by default.
+    pub seccomp: bool,
 }
 
 impl BundleOptions {
@@ -228,6 +275,7 @@ impl BundleOptions {
             mounts: Vec::new(),
             kubeconfig: None,
             hostname: "runner".to_owned(),
+            seccomp: true,
         }
     }
 }
@@ -578,6 +626,34 @@ fn kernel_mount(
         .build()?)
 }
 
+/// The default seccomp filter: allow all but [`DENIED_SYSCALLS`], for this machine's
+/// architecture and its compat modes.
+fn default_seccomp() -> Result<LinuxSeccomp, BundleError> {
+    let architectures = if cfg!(target_arch = "x86_64") {
+        vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+    } else if cfg!(target_arch = "aarch64") {
+        vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm]
+    } else {
+        vec![Arch::ScmpArchNative]
+    };
+    Ok(LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(architectures)
+        .syscalls(vec![
+            LinuxSyscallBuilder::default()
+                .names(
+                    DENIED_SYSCALLS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(libc::EPERM as u32)
+                .build()?,
+        ])
+        .build()?)
+}
+
 /// Builds the runtime spec; pure (no I/O), so every field is unit-testable.
 fn build_spec(
     image: &oci_spec::image::Config,
@@ -783,7 +859,11 @@ fn build_spec(
     if let Some(limit) = opts.pids_limit {
         resources = resources.pids(LinuxPidsBuilder::default().limit(limit).build()?);
     }
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if opts.seccomp {
+        linux = linux.seccomp(default_seccomp()?);
+    }
+    let linux = linux
         .namespaces(namespaces)
         .masked_paths(
             MASKED_PATHS

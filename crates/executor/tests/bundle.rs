@@ -21,7 +21,7 @@ fn busybox_layer() -> Vec<u8> {
     layer
         .dir("bin/", 0o755)
         .file_with("bin/busybox", &busybox, 0o755, 0, 0, 1_600_000_000);
-    for applet in ["sh", "echo", "cat", "id", "pwd", "touch", "ls"] {
+    for applet in ["sh", "echo", "cat", "id", "pwd", "touch", "ls", "grep"] {
         layer.symlink(&format!("bin/{applet}"), "busybox");
     }
     layer
@@ -56,6 +56,10 @@ fn image() -> Image {
         _tmp: tmp,
         lowers,
     }
+}
+
+fn linux_of(spec: &Spec) -> &oci_spec::runtime::Linux {
+    spec.linux().as_ref().unwrap()
 }
 
 fn config(json: serde_json::Value) -> ImageConfiguration {
@@ -141,6 +145,26 @@ fn config_json_is_secure_and_follows_the_image_and_the_runner_contract() {
             .unwrap()
             .contains(&Capability::SysAdmin)
     );
+    let seccomp = linux_of(&spec).seccomp().as_ref().unwrap();
+    assert_eq!(
+        seccomp.default_action(),
+        oci_spec::runtime::LinuxSeccompAction::ScmpActAllow
+    );
+    let denied = &seccomp.syscalls().as_ref().unwrap()[0];
+    assert_eq!(
+        denied.action(),
+        oci_spec::runtime::LinuxSeccompAction::ScmpActErrno
+    );
+    for name in [
+        "bpf",
+        "kexec_load",
+        "init_module",
+        "unshare",
+        "mount",
+        "keyctl",
+    ] {
+        assert!(denied.names().iter().any(|n| n == name), "{name} denied");
+    }
     let rl = &p.rlimits().as_ref().unwrap()[0];
     assert_eq!((rl.soft(), rl.hard()), (1024, 1024));
 
@@ -360,7 +384,7 @@ fn runc_runs_the_bundle_with_read_only_inputs() {
         if echo x > /runner-context; then echo context-writable; else echo context-read-only; fi; \
         if echo x > /runner-args; then echo args-writable; else echo args-read-only; fi; \
         echo artifact > /out/result; echo '{\"ok\":true}' > \"$RUNNER_STATUS_PATH\"; \
-        echo scribble > /scribble; echo FOO=$FOO";
+        grep Seccomp: /proc/self/status; echo FOO=$FOO";
     let cfg = config(serde_json::json!({
         "Entrypoint": ["/bin/sh", "-c"],
         "Cmd": [script],
@@ -396,6 +420,10 @@ fn runc_runs_the_bundle_with_read_only_inputs() {
     assert_eq!(lines[3], "name: test-run");
     assert!(lines.contains(&"context-read-only"), "{stdout}");
     assert!(lines.contains(&"args-read-only"), "{stdout}");
+    assert!(
+        lines.contains(&"Seccomp:\t2"),
+        "seccomp filter installed: {stdout}"
+    );
     assert_eq!(lines.last(), Some(&"FOO=bar"));
     assert_eq!(
         fs::read_to_string(bundle.out_dir().join("result")).unwrap(),

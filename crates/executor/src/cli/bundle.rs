@@ -57,6 +57,10 @@ pub struct ProcessArgs {
     /// Host name of the container.
     #[arg(long, default_value = "runner")]
     pub hostname: String,
+    /// Do not install the default seccomp filter (it denies module loading, bpf, mount,
+    /// unshare and similar syscalls).
+    #[arg(long)]
+    pub no_seccomp: bool,
     /// Command replacing the image's Cmd (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -97,6 +101,7 @@ impl ProcessArgs {
             .collect::<anyhow::Result<_>>()?;
         opts.kubeconfig = self.kubeconfig.clone();
         opts.hostname = self.hostname.clone();
+        opts.seccomp = !self.no_seccomp;
         Ok(opts)
     }
 }
@@ -280,5 +285,13 @@ mod tests {
         assert_eq!(o.entrypoint, Some(vec!["/runner".into()]));
         assert_eq!(o.cmd, None);
         assert_eq!(o.network, Network::None);
+        assert!(o.seccomp);
+        let cli = Cli::parse_from(["x", "--no-seccomp"]);
+        assert!(
+            !cli.p
+                .bundle_options(Path::new("/c"), Path::new("/a"))
+                .unwrap()
+                .seccomp
+        );
     }
 }
