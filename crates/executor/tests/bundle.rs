@@ -105,6 +105,7 @@ fn config_json_is_secure_and_follows_the_image_and_the_runner_contract() {
     let spec = Spec::load(dir.join("config.json")).unwrap();
     assert_eq!(&spec, bundle.spec());
 
+    assert_eq!(spec.version(), "1.0.2");
     assert_eq!(spec.root().as_ref().unwrap().path(), Path::new("rootfs"));
     assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
     assert_eq!(spec.hostname().as_deref(), Some("runner"));

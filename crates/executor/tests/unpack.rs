@@ -457,7 +457,7 @@ fn contained(unpack: UnpackFn) {
 }
 
 #[test]
-fn long_names_and_safe_xattrs_are_applied() {
+fn long_names_pax_ids_and_safe_xattrs_are_applied() {
     let tmp = tempdir();
     let root = tmp.path().join("root");
     fs::create_dir(&root).unwrap();
@@ -486,6 +486,21 @@ fn long_names_and_safe_xattrs_are_applied() {
     ])
     .unwrap();
     b.append_data(&mut h, "tagged", &b"x"[..]).unwrap();
+    // Ids beyond the header's octal fields come in PAX records (as Go's archive/tar writes).
+    let mut h = tar::Header::new_ustar();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_pax_extensions([
+        ("uid", &b"3000000"[..]),
+        ("gid", &b"3000001"[..]),
+        ("mtime", &b"1600000000.123456"[..]),
+    ])
+    .unwrap();
+    b.append_data(&mut h, "big-ids", &b"x"[..]).unwrap();
     let tar = b.into_inner().unwrap();
     unpack(&tar, &root).unwrap();
     assert_eq!(fs::read(root.join(&long)).unwrap(), b"long");
@@ -506,6 +521,11 @@ fn long_names_and_safe_xattrs_are_applied() {
     };
     assert_eq!(get("user.note").as_deref(), Some(&b"hello"[..]));
     assert_eq!(get("trusted.overlay.redirect"), None);
+    let big = fs::metadata(root.join("big-ids")).unwrap();
+    assert_eq!(
+        (big.uid(), big.gid(), big.mtime()),
+        (3_000_000, 3_000_001, 1_600_000_000)
+    );
 }
 
 const NON_ROOT_CHILD_ENV: &str = "EXECUTOR_TEST_NON_ROOT_UNPACK_CHILD";

@@ -413,11 +413,22 @@ impl Unpacker {
             header.device_major().ok().flatten().unwrap_or(0),
             header.device_minor().ok().flatten().unwrap_or(0),
         );
+        let pax = read_pax(entry).map_err(UnpackError::Read)?;
+        // PAX records override the header (ids too large for its octal fields).
+        if let Some(uid) = pax.uid {
+            meta.uid = u32::try_from(uid).map_err(|_| err("bad uid"))?;
+        }
+        if let Some(gid) = pax.gid {
+            meta.gid = u32::try_from(gid).map_err(|_| err("bad gid"))?;
+        }
+        if let Some(mtime) = pax.mtime {
+            meta.mtime = mtime;
+        }
         if matches!(
             kind,
             tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Continuous
         ) {
-            meta.xattrs = read_xattrs(entry).map_err(UnpackError::Read)?;
+            meta.xattrs = pax.xattrs;
         }
 
         if path.is_empty() {
@@ -883,24 +894,51 @@ fn apply_err(entry: &str, op: &'static str, e: Errno) -> UnpackError {
     }
 }
 
-/// Extended attributes of an entry (PAX `SCHILY.xattr.*`) that are safe to apply: `user.*`
-/// and file capabilities. Others (`trusted.overlay.*`, `security.selinux`, ...) would let an
-/// image steer the host's overlayfs or security modules, so they are dropped.
-fn read_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<(CString, Vec<u8>)>> {
-    let mut out = Vec::new();
+/// What an entry's PAX records say beyond its header.
+#[derive(Default)]
+struct Pax {
+    uid: Option<u64>,
+    gid: Option<u64>,
+    /// Whole seconds of `mtime` (sub-second precision is dropped).
+    mtime: Option<i64>,
+    xattrs: Vec<(CString, Vec<u8>)>,
+}
+
+/// Reads an entry's PAX records. Of the extended attributes (`SCHILY.xattr.*`) only the safe
+/// ones are kept: `user.*` and file capabilities. Others (`trusted.overlay.*`,
+/// `security.selinux`, ...) would let an image steer the host's overlayfs or security
+/// modules, so they are dropped.
+fn read_pax<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Pax> {
+    let mut out = Pax::default();
     let Some(exts) = entry.pax_extensions()? else {
         return Ok(out);
     };
+    let number = |v: &[u8]| {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
     for ext in exts {
         let ext = ext?;
-        let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
-            continue;
-        };
-        if !(name.starts_with(b"user.") || name == b"security.capability") {
-            continue;
-        }
-        if let Ok(c) = CString::new(name) {
-            out.push((c, ext.value_bytes().to_vec()));
+        match ext.key_bytes() {
+            b"uid" => out.uid = number(ext.value_bytes()),
+            b"gid" => out.gid = number(ext.value_bytes()),
+            b"mtime" => {
+                out.mtime = std::str::from_utf8(ext.value_bytes())
+                    .ok()
+                    .and_then(|t| t.split('.').next()?.trim().parse::<i64>().ok());
+            }
+            key => {
+                let Some(name) = key.strip_prefix(b"SCHILY.xattr.") else {
+                    continue;
+                };
+                if !(name.starts_with(b"user.") || name == b"security.capability") {
+                    continue;
+                }
+                if let Ok(c) = CString::new(name) {
+                    out.xattrs.push((c, ext.value_bytes().to_vec()));
+                }
+            }
         }
     }
     Ok(out)
