@@ -475,28 +475,7 @@ impl Unpacker {
 
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let fd = ctx.create_file(meta.mode)?;
-                let mut file = File::from(fd);
-                loop {
-                    let n = match entry.read(&mut self.buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(UnpackError::Read(e)),
-                    };
-                    file.write_all(&self.buf[..n])
-                        .map_err(|source| UnpackError::Apply {
-                            entry: name_for_errors.clone(),
-                            op: "write file",
-                            source,
-                        })?;
-                }
-                // A file root creates is root:root unless its directory is setgid: most
-                // files of an image need no chown.
-                let owned = self.is_root && meta.uid == 0 && meta.gid == 0 && !parent_setgid;
-                self.set_fd_meta(&file, &meta, &name_for_errors, !owned)?;
-                let t = TimeSpec::new(meta.mtime, 0);
-                futimens(&file, &t, &t).map_err(|e| apply_err(&name_for_errors, "set mtime", e))?;
+                self.write_file(&ctx, entry, &meta, parent_setgid)?;
             }
             tar::EntryType::Directory => {
                 let fd = ctx.ensure_dir()?;
@@ -544,36 +523,9 @@ impl Unpacker {
                     tar::EntryType::Block => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                if !self.is_root && sflag != SFlag::S_IFIFO {
-                    if !self.warned_devices {
-                        tracing::warn!(entry = %name_for_errors, "not root: skipping device nodes");
-                        self.warned_devices = true;
-                    }
+                if !self.make_node(&ctx, sflag, dev, &meta)? {
                     return Ok(());
                 }
-                let perm = Mode::from_bits_truncate(meta.mode & 0o777);
-                let rdev = makedev(u64::from(dev.0), u64::from(dev.1));
-                ctx.replace_with(
-                    || mknodat(ctx.dir, ctx.name, sflag, perm, rdev),
-                    "create device node",
-                )?;
-                // The node was just created by us, is not a symlink, and nothing else writes
-                // in this tree: chmod by name cannot be redirected.
-                nix::sys::stat::fchmodat(
-                    ctx.dir,
-                    ctx.name,
-                    perm,
-                    nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-                )
-                .or_else(|e| {
-                    if e == Errno::EOPNOTSUPP || e == Errno::ENOTSUP {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
-                .map_err(|e| apply_err(&name_for_errors, "set mode", e))?;
-                self.set_link_meta(&ctx, &meta)?;
             }
             tar::EntryType::XGlobalHeader => return Ok(()),
             other => {
@@ -583,6 +535,78 @@ impl Unpacker {
         self.mark_touched(&path);
         self.parent_cache = Some((key, parent_fd, parent_setgid));
         Ok(())
+    }
+
+    /// Creates a regular file and streams the entry's data into it.
+    fn write_file<R: Read>(
+        &mut self,
+        ctx: &EntryCtx<'_>,
+        entry: &mut tar::Entry<'_, R>,
+        meta: &Meta,
+        parent_setgid: bool,
+    ) -> Result<(), UnpackError> {
+        let mut file = File::from(ctx.create_file(meta.mode)?);
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(UnpackError::Read(e)),
+            };
+            file.write_all(&self.buf[..n])
+                .map_err(|source| UnpackError::Apply {
+                    entry: ctx.entry.to_owned(),
+                    op: "write file",
+                    source,
+                })?;
+        }
+        // A file root creates is root:root unless its directory is setgid: most files of an
+        // image need no chown.
+        let owned = self.is_root && meta.uid == 0 && meta.gid == 0 && !parent_setgid;
+        self.set_fd_meta(&file, meta, ctx.entry, !owned)?;
+        let t = TimeSpec::new(meta.mtime, 0);
+        futimens(&file, &t, &t).map_err(|e| apply_err(ctx.entry, "set mtime", e))
+    }
+
+    /// Creates a device node or FIFO; returns false when skipped (devices need root).
+    fn make_node(
+        &mut self,
+        ctx: &EntryCtx<'_>,
+        sflag: SFlag,
+        (major, minor): (u32, u32),
+        meta: &Meta,
+    ) -> Result<bool, UnpackError> {
+        if !self.is_root && sflag != SFlag::S_IFIFO {
+            if !self.warned_devices {
+                tracing::warn!(entry = %ctx.entry, "not root: skipping device nodes");
+                self.warned_devices = true;
+            }
+            return Ok(false);
+        }
+        let perm = Mode::from_bits_truncate(meta.mode & 0o777);
+        let rdev = makedev(u64::from(major), u64::from(minor));
+        ctx.replace_with(
+            || mknodat(ctx.dir, ctx.name, sflag, perm, rdev),
+            "create device node",
+        )?;
+        // The node was just created by us, is not a symlink, and nothing else writes in this
+        // tree: chmod by name cannot be redirected. It undoes the umask.
+        nix::sys::stat::fchmodat(
+            ctx.dir,
+            ctx.name,
+            perm,
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+        )
+        .or_else(|e| {
+            if e == Errno::EOPNOTSUPP || e == Errno::ENOTSUP {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| apply_err(ctx.entry, "set mode", e))?;
+        self.set_link_meta(ctx, meta)?;
+        Ok(true)
     }
 
     /// Opens a directory (resolved inside the root), creating missing directories on the
