@@ -2,10 +2,15 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod bundle;
+pub mod pack;
 pub mod pull;
 pub mod reference;
+pub mod snapshot;
 pub mod source;
 pub mod store;
+pub mod unpack;
+pub mod user;
 
 pub mod lifecycle;
 pub mod report;
