@@ -108,6 +108,100 @@ impl Prepare for ExistingBundle {
     }
 }
 
+/// When to pull the image before a run (`--pull`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Always pull: a tag is resolved again, blobs already stored are not fetched.
+    Always,
+    /// Pull only when the store has no record of the image.
+    #[default]
+    Missing,
+    /// Never pull: the image must already be in the store.
+    Never,
+}
+
+/// The image pipeline: pull (per the policy) into the content store, unpack the
+/// layers into cached snapshots, and write the bundle (overlay rootfs, config.json,
+/// inputs, out, status) into the run directory.
+pub struct ImageBundle {
+    /// The content store.
+    pub store: crate::store::Store,
+    /// The snapshot cache.
+    pub snapshots: crate::snapshot::Snapshotter,
+    /// The image.
+    pub source: crate::reference::ImageSource,
+    /// When to pull it.
+    pub pull: PullPolicy,
+    /// How to pull it.
+    pub pull_options: crate::pull::PullOptions,
+    /// How to shape the bundle (inputs, env, mounts, network, kubeconfig).
+    pub bundle: crate::bundle::BundleOptions,
+}
+
+impl std::fmt::Debug for ImageBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The bundle options name input files only; registry credentials are never
+        // held here (they are read from auth files at pull time).
+        f.debug_struct("ImageBundle")
+            .field("source", &self.source.to_string())
+            .field("pull", &self.pull)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageBundle {
+    async fn image(&self) -> Result<crate::store::ImageRecord, BoxError> {
+        let stored = match self.pull {
+            PullPolicy::Always => None,
+            PullPolicy::Missing | PullPolicy::Never => self.store.image(&self.source)?,
+        };
+        match (stored, self.pull) {
+            (Some(record), _) => Ok(record),
+            (None, PullPolicy::Never) => Err(format!(
+                "image {} is not in the store and --pull is never",
+                self.source
+            )
+            .into()),
+            (None, _) => {
+                tracing::info!(image = %self.source, "pulling");
+                Ok(crate::pull::pull(&self.store, &self.source, &self.pull_options).await?)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Prepare for ImageBundle {
+    async fn prepare(&self, run: &RunDir) -> Result<PreparedBundle, BoxError> {
+        let record = self.image().await?;
+        let config = self.store.read_config(&record)?;
+        let layers = crate::snapshot::layer_blobs(&config, &record.layers, |digest| {
+            self.store.blob_path(digest)
+        })?;
+        let snapshots = self.snapshots.clone();
+        let bundle_opts = self.bundle.clone();
+        let dir = run.bundle_dir();
+        // Unpacking and mounting are blocking file system work.
+        let bundle = tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
+            let lowers = snapshots.prepare(&layers)?;
+            Ok(crate::bundle::Bundle::prepare(
+                &config,
+                &lowers,
+                &dir,
+                &bundle_opts,
+            )?)
+        })
+        .await??;
+        tracing::info!(image = %self.source, digest = %record.manifest_digest, "bundle prepared");
+        // The rootfs stays mounted for the run; removing the run directory unmounts it.
+        Ok(PreparedBundle {
+            bundle: bundle.dir().to_path_buf(),
+            status_file: Some(bundle.status_file()),
+            out_dir: Some(bundle.out_dir()),
+        })
+    }
+}
+
 /// How to run.
 #[derive(Debug)]
 pub struct RunOptions {

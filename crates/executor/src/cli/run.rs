@@ -2,10 +2,14 @@
 
 use super::GlobalArgs;
 use anyhow::Context as _;
+use executor::bundle::{BindMount, BundleOptions};
 use executor::lifecycle::{self, LifecycleOptions};
+use executor::reference::ImageSource;
 use executor::report::{Reporter, ReporterKind};
-use executor::run::{ExistingBundle, Prepare, RunOptions};
+use executor::run::{ExistingBundle, ImageBundle, Prepare, RunOptions};
 use executor::runtime::RuntimeKind;
+use executor::snapshot::Snapshotter;
+use executor::store::Store;
 use runner::GoDuration;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,10 +37,15 @@ pub struct Args {
     #[arg(long, default_value = "embedded", value_parser = parse_runtime)]
     runtime: RuntimeKind,
     /// The runner context file (YAML), mounted read-only at /runner-context.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", required_unless_present = "bundle")]
     context: Option<PathBuf>,
     /// The runner args file, mounted read-only at /runner-args.
-    #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "bundle",
+        conflicts_with = "bundle"
+    )]
     args: Option<PathBuf>,
     /// Copy the artifacts the runner wrote to /out into this directory.
     #[arg(long, value_name = "DIR")]
@@ -67,6 +76,8 @@ pub struct Args {
     /// When to pull the image.
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing, conflicts_with = "bundle")]
     pull: PullPolicy,
+    #[command(flatten)]
+    registry: Box<super::pull::RegistryArgs>,
 }
 
 /// The runner's network.
@@ -129,10 +140,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let prepare: Box<dyn Prepare> = match (&args.bundle, &args.image) {
         (Some(bundle), _) => Box::new(ExistingBundle(bundle.clone())),
-        (None, Some(image)) => anyhow::bail!(
-            "cannot run image {image}: this build has no pull and bundle stages yet; \
-             use --bundle DIR"
-        ),
+        (None, Some(image)) => Box::new(image_bundle(global, &args, image)?),
         (None, None) => anyhow::bail!("an image or --bundle DIR is required"),
     };
     let root = global.root.clone();
@@ -146,4 +154,88 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     })??;
     // Exit statuses are one byte; runner exit codes and 124 already fit.
     Ok(ExitCode::from((result.exit_code & 0xff) as u8))
+}
+
+/// The pull + snapshot + bundle stages for `image`, from the flags.
+fn image_bundle(global: &GlobalArgs, args: &Args, image: &str) -> anyhow::Result<ImageBundle> {
+    let source = ImageSource::parse(image)?;
+    let (Some(context), Some(runner_args)) = (&args.context, &args.args) else {
+        anyhow::bail!("running an image needs --context FILE and --args FILE");
+    };
+    let mut bundle = BundleOptions::new(context, runner_args);
+    bundle.env = args.env.clone();
+    bundle.mounts = args
+        .mount
+        .iter()
+        .map(|m| parse_mount(m))
+        .collect::<anyhow::Result<_>>()?;
+    bundle.network = match args.network {
+        Network::None => executor::bundle::Network::None,
+        Network::Host => executor::bundle::Network::Host,
+    };
+    bundle.kubeconfig = args.kubeconfig.clone();
+    let store = Store::open(&global.root)
+        .with_context(|| format!("while opening the store at {}", global.root.display()))?;
+    let snapshots = Snapshotter::new(global.root.join("snapshots")).with_context(|| {
+        format!(
+            "while opening the snapshots under {}",
+            global.root.display()
+        )
+    })?;
+    Ok(ImageBundle {
+        store,
+        snapshots,
+        source,
+        pull: match args.pull {
+            PullPolicy::Always => executor::run::PullPolicy::Always,
+            PullPolicy::Missing => executor::run::PullPolicy::Missing,
+            PullPolicy::Never => executor::run::PullPolicy::Never,
+        },
+        pull_options: args.registry.pull_options(),
+        bundle,
+    })
+}
+
+/// Parses `SRC:DST[:ro]` (`SRC:DST:rw` also accepted).
+fn parse_mount(value: &str) -> anyhow::Result<BindMount> {
+    let parts: Vec<&str> = value.split(':').collect();
+    let (source, destination, read_only) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, false),
+        [src, dst, "ro"] => (*src, *dst, true),
+        [src, dst, "rw"] => (*src, *dst, false),
+        _ => anyhow::bail!("invalid --mount {value:?}: expected SRC:DST[:ro]"),
+    };
+    if source.is_empty() || !destination.starts_with('/') {
+        anyhow::bail!("invalid --mount {value:?}: SRC must be given and DST must be absolute");
+    }
+    let source = std::path::absolute(source)
+        .with_context(|| format!("invalid --mount {value:?}: cannot resolve {source}"))?;
+    Ok(BindMount {
+        source,
+        destination: PathBuf::from(destination),
+        read_only,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_parse_with_optional_read_only() {
+        let m = parse_mount("/data:/in:ro").unwrap();
+        assert_eq!(
+            (m.source.as_path(), m.destination.as_path(), m.read_only),
+            (
+                std::path::Path::new("/data"),
+                std::path::Path::new("/in"),
+                true
+            )
+        );
+        assert!(!parse_mount("/data:/in").unwrap().read_only);
+        for bad in ["/data", "/data:in", ":/in", "/a:/b:rx", "/a:/b:ro:x"] {
+            let err = parse_mount(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid --mount"), "{bad}: {err}");
+        }
+    }
 }
