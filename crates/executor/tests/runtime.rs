@@ -106,6 +106,8 @@ on_every_runtime!(
     timed_out_run_exits_124,
     sigterm_to_the_executor_stops_the_runner_and_cleans_up,
     sigkill_of_the_executor_then_gc_leaves_nothing,
+    image_run_end_to_end,
+    eight_concurrent_runs_of_one_image,
 );
 
 async fn exit_codes_are_the_runners_own(runtime: &str) {
@@ -221,6 +223,127 @@ async fn sigkill_of_the_executor_then_gc_leaves_nothing(runtime: &str) {
         output.status.success() && output.stdout.is_empty(),
         "{output:?}"
     );
+}
+
+/// Writes the runner's inputs into `dir`; returns (context, args).
+fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
+    let context = dir.join("context.yaml");
+    let args = dir.join("args.yaml");
+    std::fs::write(&context, support::CONTEXT).unwrap();
+    std::fs::write(&args, "workflow:\n  entrypoint: main\n").unwrap();
+    (context, args)
+}
+
+fn run_image(root: &Path, runtime: &str, layout: &Path, context: &Path, args: &Path) -> Command {
+    let mut cmd = executor(root);
+    cmd.arg("run")
+        .arg(format!("oci-layout:{}:t", layout.display()))
+        .args(["--runtime", runtime, "--context"])
+        .arg(context)
+        .arg("--args")
+        .arg(args);
+    cmd
+}
+
+async fn image_run_end_to_end(runtime: &str) {
+    let root = scratch_dir();
+    let work = scratch_dir();
+    let layout = work.path().join("layout");
+    support::build_image(
+        &layout,
+        "cat \"$RUNNER_CONTEXT_PATH\" \"$RUNNER_ARGS_PATH\"; mkdir -p /out/r && echo 42 > /out/r/answer; \
+         echo '{\"phase\":\"done\"}' > \"$RUNNER_STATUS_PATH\"; exit 4",
+    );
+    let (context, args) = inputs(work.path());
+    let outcome = work.path().join("outcome.json");
+    let output = run_image(root.path(), runtime, &layout, &context, &args)
+        .arg("--output-dir")
+        .arg(work.path().join("artifacts"))
+        .arg("--status-reporter")
+        .arg(format!("file:{}", outcome.display()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    // The inputs reach the runner unchanged (dryRun included).
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("dryRun: true") && stdout.contains("entrypoint: main"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("artifacts/r/answer")).unwrap(),
+        "42\n"
+    );
+    let outcome: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&outcome).unwrap()).unwrap();
+    assert_eq!(outcome["exitCode"], 4);
+    assert_eq!(outcome["succeeded"], false);
+    assert_eq!(
+        outcome["runnerStatus"],
+        serde_json::json!({"phase": "done"})
+    );
+    assert!(run_dirs(root.path()).is_empty());
+    assert!(support::mounts_under(root.path()).is_empty());
+
+    // The image is stored now: --pull never runs it; an unknown one fails with 125.
+    let output = run_image(root.path(), runtime, &layout, &context, &args)
+        .args(["--pull", "never"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let output = executor(root.path())
+        .args([
+            "run",
+            "oci-layout:/nonexistent:t",
+            "--pull",
+            "never",
+            "--runtime",
+            runtime,
+        ])
+        .arg("--context")
+        .arg(&context)
+        .arg("--args")
+        .arg(&args)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(125), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not in the store"), "{stderr}");
+    assert!(run_dirs(root.path()).is_empty());
+}
+
+async fn eight_concurrent_runs_of_one_image(runtime: &str) {
+    let root = scratch_dir();
+    let work = scratch_dir();
+    let layout = work.path().join("layout");
+    support::build_image(
+        &layout,
+        "echo \"$RUNNER_CONTEXT_PATH\" > /out/seen; sleep 0.3; exit 0",
+    );
+    let (context, args) = inputs(work.path());
+    // All eight pull, unpack and mount the same image at once.
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            run_image(root.path(), runtime, &layout, &context, &args)
+                .arg("--output-dir")
+                .arg(work.path().join(format!("out-{i}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "run {i}: {output:?}");
+        assert_eq!(
+            std::fs::read_to_string(work.path().join(format!("out-{i}/seen"))).unwrap(),
+            "/runner-context\n"
+        );
+    }
+    assert!(run_dirs(root.path()).is_empty());
+    assert!(support::mounts_under(root.path()).is_empty());
 }
 
 #[tokio::test]

@@ -130,3 +130,56 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Builds an OCI image layout at `layout` with tag `t`: a static busybox (with the
+/// applets the tests use) whose command is `sh -c SCRIPT`. Uses Debian's umoci.
+pub fn build_image(layout: &Path, script: &str) {
+    let umoci = |args: &[&str]| {
+        let out = std::process::Command::new("umoci")
+            .args(args)
+            .output()
+            .expect("umoci is installed (tests/install-deps.sh)");
+        assert!(out.status.success(), "umoci {args:?}: {out:?}");
+    };
+    let layout_arg = layout.to_str().unwrap();
+    let image = format!("{layout_arg}:t");
+    let work = scratch_dir();
+    let unpacked = work.path().join("b");
+    let unpacked_arg = unpacked.to_str().unwrap();
+    umoci(&["init", "--layout", layout_arg]);
+    umoci(&["new", "--image", &image]);
+    umoci(&["unpack", "--image", &image, unpacked_arg]);
+    let bin = unpacked.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    umoci(&["repack", "--image", &image, unpacked_arg]);
+    umoci(&[
+        "config",
+        "--image",
+        &image,
+        "--config.cmd",
+        "/bin/sh",
+        "--config.cmd",
+        "-c",
+        "--config.cmd",
+        script,
+    ]);
+}
+
+/// A runner context (YAML) with `dryRun: true` and the given timeout.
+pub const CONTEXT: &str = "\
+name: action-1
+dryRun: true
+timeout: 10m
+platform:
+  namespace: default
+  serviceAccountName: runner
+  ownerRef:
+    apiVersion: core.capact.io/v1alpha1
+    kind: Action
+    name: action-1
+    uid: 7d3c1f2e
+";
