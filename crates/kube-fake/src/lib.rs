@@ -1,2 +1,258 @@
 //! A fake Kubernetes API server for tests.
+//!
+//! No real API server can run on the project's machines, so tests run the code
+//! under test against this one: it serves real HTTP/1.1 on `127.0.0.1:<free port>`
+//! and the code connects with an ordinary `kube::Client` built from the kubeconfig
+//! that [`FakeApiServer::write_kubeconfig`] writes.
+//!
+//! It is faithful where the project's code depends on the API server: `Status`
+//! error bodies, `201` on create with uid/creationTimestamp/resourceVersion,
+//! `409 AlreadyExists` (dry run included), `dryRun=All`, list with a
+//! resourceVersion and a `metadata.name` field selector, watches with ADDED,
+//! MODIFIED, DELETED, bookmarks, `timeoutSeconds` and `410 Expired`, `409 Conflict`
+//! on a stale resourceVersion, merge patches and the status subresource.
+//! It serves two resources: Argo `Workflow`s and core `Secret`s ([`Resource`]).
+//!
+//! Caveats: no authentication, no label selectors, no strategic merge or JSON
+//! patches (answered with `415`), no admission or schema validation of Workflows.
+//!
+//! Tests act as other controllers through the direct methods ([`FakeApiServer::set_status`],
+//! [`FakeApiServer::delete`], [`FakeApiServer::compact`], ...).
 #![deny(missing_docs)]
+
+mod http;
+mod resource;
+mod store;
+
+pub use resource::Resource;
+pub use store::{ApiError, RecordedRequest};
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use store::Store;
+use tokio::sync::watch;
+
+/// Why the fake server could not start or write its kubeconfig.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Binding the loopback listener failed.
+    #[error("cannot bind the fake api server on 127.0.0.1: {0}")]
+    Bind(#[source] std::io::Error),
+    /// Writing the kubeconfig file failed.
+    #[error("cannot write kubeconfig {path}: {source}")]
+    WriteKubeconfig {
+        /// The kubeconfig path.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the connection tasks and the test API.
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    /// Bumped on every stored change, to wake the watches.
+    changed: watch::Sender<u64>,
+    /// Bumped by `close_watches`, to end the open watches.
+    close: watch::Sender<u64>,
+    /// How many watches have been opened since the start.
+    watches_opened: watch::Sender<usize>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panicking test thread must not take every later request down with it.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn notify_changed(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn watch_opened(&self) {
+        self.watches_opened.send_modify(|n| *n += 1);
+    }
+}
+
+/// A running fake API server; it stops when dropped.
+///
+/// Must be started inside a tokio runtime, which runs its tasks: a test's
+/// `#[tokio::test]` runtime is enough.
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeApiServer {
+    /// Starts a server on a free loopback port.
+    pub async fn start() -> Result<Self, Error> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(Error::Bind)?;
+        let addr = listener.local_addr().map_err(Error::Bind)?;
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            changed: watch::channel(0).0,
+            close: watch::channel(0).0,
+            watches_opened: watch::channel(0).0,
+        });
+        let accept_shared = shared.clone();
+        let task = tokio::spawn(async move {
+            // Dropping the set (when the accept task is aborted) aborts every connection.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            connections.spawn(http::serve_connection(stream, accept_shared.clone()));
+                        }
+                        Err(error) => tracing::warn!(%error, "fake api server accept failed"),
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
+            }
+        });
+        tracing::debug!(%addr, "fake api server started");
+        Ok(Self { addr, shared, task })
+    }
+
+    /// The server's base URL, `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig (JSON, which is valid YAML) with one context pointing at this
+    /// server, using `namespace` as the default namespace.
+    pub fn kubeconfig(&self, namespace: &str) -> String {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kube-fake", "cluster": {"server": self.url()}}],
+            "users": [{"name": "kube-fake", "user": {}}],
+            "contexts": [{
+                "name": "kube-fake",
+                "context": {"cluster": "kube-fake", "user": "kube-fake", "namespace": namespace},
+            }],
+            "current-context": "kube-fake",
+        })
+        .to_string()
+    }
+
+    /// Writes [`FakeApiServer::kubeconfig`] to `path`.
+    pub fn write_kubeconfig(&self, path: &Path, namespace: &str) -> Result<(), Error> {
+        std::fs::write(path, self.kubeconfig(namespace)).map_err(|source| Error::WriteKubeconfig {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Creates an object directly, as another client would (watches see it).
+    pub fn create(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let created = self
+            .shared
+            .lock()
+            .create(resource, namespace, object, false);
+        self.shared.notify_changed();
+        created
+    }
+
+    /// The stored object, or `None`.
+    pub fn get(&self, resource: Resource, namespace: &str, name: &str) -> Option<Value> {
+        self.shared.lock().get(resource, namespace, name).ok()
+    }
+
+    /// Every stored object of a resource in a namespace.
+    pub fn list(&self, resource: Resource, namespace: &str) -> Vec<Value> {
+        self.shared
+            .lock()
+            .current(resource, namespace, &Default::default())
+    }
+
+    /// Replaces the `status` of an object, as its controller would through the
+    /// status subresource (watches see a MODIFIED event).
+    pub fn set_status(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ApiError> {
+        let mut store = self.shared.lock();
+        // A whole-object replace, so the new status replaces the old one instead of merging.
+        let mut object = store.get(resource, namespace, name)?;
+        object["status"] = status;
+        let result = store.replace(resource, namespace, name, object, true, false);
+        drop(store);
+        self.shared.notify_changed();
+        result
+    }
+
+    /// Deletes an object (watches see a DELETED event).
+    pub fn delete(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let deleted = self.shared.lock().delete(resource, namespace, name, false);
+        self.shared.notify_changed();
+        deleted
+    }
+
+    /// Forgets the watch history, as an etcd compaction does: a watch from any
+    /// resourceVersion older than now (open or new) gets `410 Expired`.
+    pub fn compact(&self) {
+        self.shared.lock().compact();
+        self.shared.notify_changed();
+    }
+
+    /// Ends every open watch stream cleanly, as a server or load balancer timeout does.
+    pub fn close_watches(&self) {
+        self.shared.close.send_modify(|n| *n += 1);
+    }
+
+    /// Makes the next `count` updates (PUT or PATCH) of one object fail with `409 Conflict`.
+    pub fn inject_conflicts(&self, resource: Resource, namespace: &str, name: &str, count: u32) {
+        self.shared
+            .lock()
+            .inject_conflicts(resource, namespace, name, count);
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// The latest resourceVersion handed out.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().rv
+    }
+
+    /// How many watches have been opened since the start.
+    pub fn watches_opened(&self) -> usize {
+        *self.shared.watches_opened.borrow()
+    }
+
+    /// Waits until at least `count` watches have been opened since the start.
+    ///
+    /// Has no timeout of its own: wrap it in `tokio::time::timeout`.
+    pub async fn wait_for_watches(&self, count: usize) {
+        let mut opened = self.shared.watches_opened.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we borrow it.
+        let _ = opened.wait_for(|n| *n >= count).await;
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
