@@ -14,6 +14,8 @@
 
 pub mod context;
 pub mod duration;
+#[cfg(feature = "k8s")]
+pub mod k8s_secret;
 pub mod runner;
 pub mod status;
 
