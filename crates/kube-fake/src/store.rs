@@ -314,11 +314,10 @@ impl Store {
         }
         let current = self.get(resource, namespace, name)?;
         match body["metadata"]["resourceVersion"].as_str() {
-            Some(rv) if !rv.is_empty() => {
-                if current["metadata"]["resourceVersion"] != rv {
-                    return Err(ApiError::conflict(resource, name));
-                }
+            Some(rv) if !rv.is_empty() && current["metadata"]["resourceVersion"] != rv => {
+                return Err(ApiError::conflict(resource, name));
             }
+            Some(rv) if !rv.is_empty() => {}
             _ if resource.is_custom() => {
                 return Err(ApiError::invalid(
                     resource,
