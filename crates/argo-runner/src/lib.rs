@@ -9,7 +9,7 @@
 //!   `status.finishedAt` is set ([`wait`]).
 //!
 //! The Kubernetes configuration comes from `KUBECONFIG` or the in-cluster
-//! service account, as `kube` infers it ([`ArgoRunner::try_default`]).
+//! service account, as `kube` infers it ([`ArgoRunner::infer`]).
 #![deny(missing_docs)]
 
 pub mod validate;
@@ -20,6 +20,8 @@ use async_trait::async_trait;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use runner::{BoxError, Ctx, Runner, StartInput, StartOutput, WaitInput, WaitOutput};
 use serde_json::json;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 /// Name of the runner, as it appears in logs.
 pub const NAME: &str = "argo-runner";
@@ -68,9 +70,12 @@ pub enum ArgoError {
 }
 
 /// The Argo Workflow runner.
+///
+/// Cheap to clone: clones share the Kubernetes client.
 #[derive(Clone)]
 pub struct ArgoRunner {
-    client: kube::Client,
+    /// Set at construction, or inferred on first use (which needs a runtime).
+    client: Arc<OnceCell<kube::Client>>,
 }
 
 impl std::fmt::Debug for ArgoRunner {
@@ -82,21 +87,34 @@ impl std::fmt::Debug for ArgoRunner {
 impl ArgoRunner {
     /// A runner using an existing client.
     pub fn new(client: kube::Client) -> Self {
-        Self { client }
+        Self {
+            client: Arc::new(OnceCell::new_with(Some(client))),
+        }
     }
 
-    /// A runner with the configuration `kube` infers: `KUBECONFIG` (or
-    /// `~/.kube/config`), else the in-cluster service account.
-    pub async fn try_default() -> Result<Self, ArgoError> {
-        let client = kube::Client::try_default()
+    /// A runner that infers its configuration on first use, as `kube` does:
+    /// `KUBECONFIG` (or `~/.kube/config`), else the in-cluster service account.
+    ///
+    /// Needs no async runtime to construct, so a `main` can build it before the
+    /// SDK starts one; a missing configuration surfaces as the first call's error.
+    pub fn infer() -> Self {
+        Self {
+            client: Arc::new(OnceCell::new()),
+        }
+    }
+
+    async fn client(&self) -> Result<kube::Client, ArgoError> {
+        self.client
+            .get_or_try_init(|| async {
+                kube::Client::try_default().await.map_err(ArgoError::Config)
+            })
             .await
-            .map_err(ArgoError::Config)?;
-        Ok(Self::new(client))
+            .cloned()
     }
 
     /// The Workflows of one namespace.
-    pub fn workflows(&self, namespace: &str) -> Api<DynamicObject> {
-        workflows(self.client.clone(), namespace)
+    pub async fn workflows(&self, namespace: &str) -> Result<Api<DynamicObject>, ArgoError> {
+        Ok(workflows(self.client().await?, namespace))
     }
 
     /// Validates and creates the Workflow; see the crate documentation.
@@ -114,7 +132,12 @@ impl ArgoRunner {
             dry_run: context.dry_run,
             ..Default::default()
         };
-        match self.workflows(namespace).create(&params, &object).await {
+        match self
+            .workflows(namespace)
+            .await?
+            .create(&params, &object)
+            .await
+        {
             Ok(_) => {
                 tracing::info!(
                     workflow = %name,
@@ -174,7 +197,8 @@ impl Runner for ArgoRunner {
                 ),
             });
         }
-        let outcome = wait::until_finished(&self.workflows(namespace), namespace, name)
+        let api = self.workflows(namespace).await?;
+        let outcome = wait::until_finished(&api, namespace, name)
             .await
             .map_err(ArgoError::from)?;
         tracing::info!(workflow = %name, namespace = %namespace, phase = %outcome.phase, "workflow finished");
