@@ -371,3 +371,19 @@ async fn a_410_gone_watch_lists_again() {
         .count();
     assert_eq!(lists, 2, "the 410 made the runner list again");
 }
+
+#[tokio::test]
+async fn a_transport_failure_while_watching_is_retried() {
+    let server = FakeApiServer::start().await.unwrap();
+    let runner = runner(&server).await;
+    start(&runner, "action-flaky", false).await.unwrap();
+    let wait = spawn_wait(&runner, "action-flaky");
+    watches(&server, 1).await;
+    // The watch ends and the server hangs up on the next request (the re-watch).
+    server.drop_connections(1);
+    server.close_watches();
+    watches(&server, 2).await;
+    finish(&server, "action-flaky", "Succeeded", "survived");
+    let out = joined(wait).await.unwrap();
+    assert_eq!(out.message, "survived");
+}

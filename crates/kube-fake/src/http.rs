@@ -62,6 +62,11 @@ pub(crate) async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>)
             }
         };
         tracing::debug!(method = %request.method, path = %request.path, "fake api request");
+        record(&shared, &request);
+        if shared.take_dropped_connection() {
+            // Hang up without answering, as a restarting server or a broken link does.
+            return;
+        }
         let reply = handle(&shared, &request);
         let written = match reply {
             Reply::Json(code, body) => write_json(&mut stream, code, &body).await,
@@ -189,7 +194,7 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn handle(shared: &Shared, request: &Request) -> Reply {
+fn record(shared: &Shared, request: &Request) {
     let raw_query = request
         .query
         .iter()
@@ -201,6 +206,9 @@ fn handle(shared: &Shared, request: &Request) -> Reply {
         path: request.path.clone(),
         query: raw_query,
     });
+}
+
+fn handle(shared: &Shared, request: &Request) -> Reply {
     match route(shared, request) {
         Ok(reply) => reply,
         Err(error) => Reply::Json(error.code, error.to_status()),

@@ -30,6 +30,7 @@ pub use store::{ApiError, RecordedRequest};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use store::Store;
 use tokio::sync::watch;
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     close: watch::Sender<u64>,
     /// How many watches have been opened since the start.
     watches_opened: watch::Sender<usize>,
+    /// How many of the next requests get their connection closed unanswered.
+    drop_connections: AtomicU32,
 }
 
 impl Shared {
@@ -69,6 +72,13 @@ impl Shared {
 
     pub(crate) fn notify_changed(&self) {
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Whether to hang up on the current request (consumes one from `drop_connections`).
+    pub(crate) fn take_dropped_connection(&self) -> bool {
+        self.drop_connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     pub(crate) fn watch_opened(&self) {
@@ -98,6 +108,7 @@ impl FakeApiServer {
             changed: watch::channel(0).0,
             close: watch::channel(0).0,
             watches_opened: watch::channel(0).0,
+            drop_connections: AtomicU32::new(0),
         });
         let accept_shared = shared.clone();
         let task = tokio::spawn(async move {
@@ -224,6 +235,13 @@ impl FakeApiServer {
         self.shared
             .lock()
             .inject_conflicts(resource, namespace, name, count);
+    }
+
+    /// Closes the connection of each of the next `count` requests without an answer,
+    /// as a restarting server does; clients see a transport error. The requests are
+    /// still recorded.
+    pub fn drop_connections(&self, count: u32) {
+        self.shared.drop_connections.store(count, Ordering::SeqCst);
     }
 
     /// Every request received so far, in order.

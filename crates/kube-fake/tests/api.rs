@@ -425,3 +425,15 @@ async fn requests_are_recorded() {
         format!("/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows/nothing")
     );
 }
+
+#[tokio::test]
+async fn dropped_connections_are_transport_errors_then_service_resumes() {
+    let server = FakeApiServer::start().await.unwrap();
+    let api = workflows(client(&server).await);
+    server.drop_connections(1);
+    let error = api.get("any").await.unwrap_err();
+    assert!(!matches!(error, kube::Error::Api(_)), "{error:?}");
+    let status = api_error(api.get("any").await.unwrap_err());
+    assert_eq!(status.code, 404);
+    assert_eq!(server.requests().len(), 2);
+}
