@@ -105,6 +105,22 @@ pub enum ValidationError {
         /// The missing task.
         dependency: String,
     },
+    /// A DAG's `target` names a task that is not in the DAG.
+    #[error("templates.{template}.dag.target {task:?} is not a task of the dag")]
+    TargetNotFound {
+        /// Name of the DAG template.
+        template: String,
+        /// The missing task.
+        task: String,
+    },
+    /// An argument parameter has neither `value` nor `valueFrom`.
+    #[error("{field}.{name}.value is required")]
+    MissingValue {
+        /// Path of the arguments' parameters, for example `spec.arguments.parameters`.
+        field: String,
+        /// Name of the parameter.
+        name: String,
+    },
     /// The dependencies of a DAG form a cycle.
     #[error("templates.{template}.dag has a dependency cycle: {}", cycle.join(" -> "))]
     DependencyCycle {
@@ -143,7 +159,19 @@ pub fn validate_spec(spec: &Value) -> Result {
         _ if spec.get("workflowTemplateRef").is_some() => {}
         _ => return Err(ValidationError::MissingEntrypoint),
     }
-    parameters(spec.get("arguments"), "spec.arguments")?;
+    arguments(spec.get("arguments"), "spec.arguments")?;
+    if let Some(on_exit) = spec.get("onExit") {
+        let on_exit = on_exit.as_str().ok_or_else(|| ValidationError::WrongType {
+            field: "spec.onExit".into(),
+            expected: "a string",
+        })?;
+        if !on_exit.is_empty() && !names.contains(on_exit) {
+            return Err(ValidationError::TemplateNotFound {
+                field: "spec.onExit".into(),
+                template: on_exit.to_owned(),
+            });
+        }
+    }
     for template in templates {
         validate_template(template, &names)?;
     }
@@ -198,7 +226,7 @@ fn validate_steps(steps: &Value, field: &str, names: &BTreeSet<&str>) -> Result 
             }
             let step_field = format!("{group_field}.{step_name}");
             template_reference(step, &step_field, names)?;
-            parameters(step.get("arguments"), &format!("{step_field}.arguments"))?;
+            arguments(step.get("arguments"), &format!("{step_field}.arguments"))?;
         }
     }
     Ok(())
@@ -221,7 +249,7 @@ fn validate_dag(dag: &Value, template: &str, field: &str, names: &BTreeSet<&str>
         }
         let task_field = format!("{dag_field}.tasks.{task_name}");
         template_reference(task, &task_field, names)?;
-        parameters(task.get("arguments"), &format!("{task_field}.arguments"))?;
+        arguments(task.get("arguments"), &format!("{task_field}.arguments"))?;
         let mut deps = Vec::new();
         if let Some(list_deps) = task.get("dependencies") {
             for dep in list(Some(list_deps), &format!("{task_field}.dependencies"))? {
@@ -247,6 +275,21 @@ fn validate_dag(dag: &Value, template: &str, field: &str, names: &BTreeSet<&str>
                 template: template.to_owned(),
                 task: (*task).to_owned(),
                 dependency: missing.clone(),
+            });
+        }
+    }
+    if let Some(target) = dag.get("target") {
+        let target = target.as_str().ok_or_else(|| ValidationError::WrongType {
+            field: format!("{dag_field}.target"),
+            expected: "a string",
+        })?;
+        if let Some(missing) = target
+            .split_whitespace()
+            .find(|t| !dependencies.contains_key(t))
+        {
+            return Err(ValidationError::TargetNotFound {
+                template: template.to_owned(),
+                task: missing.to_owned(),
             });
         }
     }
@@ -357,6 +400,29 @@ fn template_reference(item: &Value, field: &str, names: &BTreeSet<&str>) -> Resu
     Err(ValidationError::NoTemplate {
         field: field.to_owned(),
     })
+}
+
+/// `arguments`: parameters as [`parameters`] checks them, and each with a value,
+/// since nothing else supplies one.
+fn arguments(holder: Option<&Value>, field: &str) -> Result {
+    parameters(holder, field)?;
+    let params = holder
+        .and_then(|h| h.get("parameters"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for parameter in params {
+        let has_value = ["value", "valueFrom"]
+            .iter()
+            .any(|k| parameter.get(*k).is_some_and(|v| !v.is_null()));
+        if !has_value {
+            return Err(ValidationError::MissingValue {
+                field: format!("{field}.parameters"),
+                name: parameter["name"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `parameters` (if any) of `inputs`, `outputs` or `arguments`: each named, names unique.
@@ -568,6 +634,44 @@ mod tests {
         assert_eq!(
             validate_spec(&spec).unwrap_err().to_string(),
             "templates.main.outputs.parameters name \"o\" is not unique"
+        );
+    }
+
+    #[test]
+    fn arguments_need_values() {
+        let spec = json!({
+            "entrypoint": "main",
+            "arguments": {"parameters": [{"name": "message"}]},
+            "templates": [container("main")],
+        });
+        assert_eq!(
+            validate_spec(&spec).unwrap_err().to_string(),
+            "spec.arguments.parameters.message.value is required"
+        );
+        let spec = json!({"entrypoint": "main", "templates": [
+            {"name": "main", "steps": [[{"name": "s", "template": "work",
+                "arguments": {"parameters": [{"name": "p", "valueFrom": {"path": "/x"}}, {"name": "q"}]}}]]},
+            container("work"),
+        ]});
+        assert_eq!(
+            validate_spec(&spec).unwrap_err().to_string(),
+            "templates.main.steps[0].s.arguments.parameters.q.value is required"
+        );
+    }
+
+    #[test]
+    fn on_exit_and_dag_target_must_exist() {
+        let spec =
+            json!({"entrypoint": "main", "onExit": "cleanup", "templates": [container("main")]});
+        assert_eq!(
+            validate_spec(&spec).unwrap_err().to_string(),
+            "spec.onExit.template \"cleanup\" not found"
+        );
+        let mut spec = dag(json!([{"name": "a", "template": "work"}]));
+        spec["templates"][0]["dag"]["target"] = json!("a b");
+        assert_eq!(
+            validate_spec(&spec).unwrap_err().to_string(),
+            "templates.main.dag.target \"b\" is not a task of the dag"
         );
     }
 
