@@ -23,6 +23,8 @@ struct Request {
     query: Vec<(String, String)>,
     content_type: String,
     body: Vec<u8>,
+    /// The client asked to close the connection after this request.
+    close: bool,
 }
 
 impl Request {
@@ -68,11 +70,12 @@ pub(crate) async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>)
             return;
         }
         let reply = handle(&shared, &request);
+        let close = request.close;
         let written = match reply {
             Reply::Json(code, body) => write_json(&mut stream, code, &body).await,
             Reply::Watch(watch) => stream_watch(&mut stream, &shared, watch).await,
         };
-        if written.is_err() {
+        if written.is_err() || close {
             return;
         }
     }
@@ -124,6 +127,7 @@ async fn read_request(
         ));
     }
     let content_type = header("content-type").unwrap_or_default();
+    let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
     let length: usize = match header("content-length") {
         Some(v) => v
             .parse()
@@ -154,6 +158,7 @@ async fn read_request(
         query: parse_query(query),
         content_type,
         body,
+        close,
     }))
 }
 

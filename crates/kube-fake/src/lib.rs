@@ -41,6 +41,9 @@ pub enum Error {
     /// Binding the loopback listener failed.
     #[error("cannot bind the fake api server on 127.0.0.1: {0}")]
     Bind(#[source] std::io::Error),
+    /// The background runtime could not be built.
+    #[error("cannot start the fake api server's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// Writing the kubeconfig file failed.
     #[error("cannot write kubeconfig {path}: {source}")]
     WriteKubeconfig {
@@ -86,22 +89,45 @@ impl Shared {
     }
 }
 
-/// A running fake API server; it stops when dropped.
-///
-/// Must be started inside a tokio runtime, which runs its tasks: a test's
-/// `#[tokio::test]` runtime is enough.
+/// A running fake API server; it stops when dropped (open connections included).
 pub struct FakeApiServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    /// The server's own runtime, for [`FakeApiServer::start_background`].
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl FakeApiServer {
-    /// Starts a server on a free loopback port.
+    /// Starts a server on a free loopback port, served by the current tokio runtime.
+    ///
+    /// The runtime must keep running while clients talk to the server: a test
+    /// that blocks its thread (waiting for a child process with `std::process`,
+    /// say) on a single-threaded runtime starves it; use
+    /// [`FakeApiServer::start_background`] there.
     pub async fn start() -> Result<Self, Error> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(Error::Bind)?;
+        Self::spawn(&tokio::runtime::Handle::current(), None)
+    }
+
+    /// Starts a server on a free loopback port, served by its own background
+    /// thread: for synchronous tests, or tests that block their runtime.
+    pub fn start_background() -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kube-fake")
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        Self::spawn(&runtime.handle().clone(), Some(runtime))
+    }
+
+    fn spawn(
+        handle: &tokio::runtime::Handle,
+        runtime: Option<tokio::runtime::Runtime>,
+    ) -> Result<Self, Error> {
+        // Bound synchronously, so that the port is known and listening on return.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Error::Bind)?;
+        listener.set_nonblocking(true).map_err(Error::Bind)?;
         let addr = listener.local_addr().map_err(Error::Bind)?;
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
@@ -111,7 +137,14 @@ impl FakeApiServer {
             drop_connections: AtomicU32::new(0),
         });
         let accept_shared = shared.clone();
-        let task = tokio::spawn(async move {
+        let task = handle.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, "fake api server cannot listen");
+                    return;
+                }
+            };
             // Dropping the set (when the accept task is aborted) aborts every connection.
             let mut connections = tokio::task::JoinSet::new();
             loop {
@@ -127,7 +160,12 @@ impl FakeApiServer {
             }
         });
         tracing::debug!(%addr, "fake api server started");
-        Ok(Self { addr, shared, task })
+        Ok(Self {
+            addr,
+            shared,
+            task,
+            runtime,
+        })
     }
 
     /// The server's base URL, `http://127.0.0.1:<port>`.
@@ -272,5 +310,9 @@ impl FakeApiServer {
 impl Drop for FakeApiServer {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(runtime) = self.runtime.take() {
+            // Unlike dropping it, this is allowed inside another runtime's context.
+            runtime.shutdown_background();
+        }
     }
 }

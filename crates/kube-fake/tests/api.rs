@@ -437,3 +437,28 @@ async fn dropped_connections_are_transport_errors_then_service_resumes() {
     assert_eq!(status.code, 404);
     assert_eq!(server.requests().len(), 2);
 }
+
+#[test]
+fn a_background_server_serves_a_blocking_caller() {
+    use std::io::{Read, Write};
+    let server = FakeApiServer::start_background().unwrap();
+    server
+        .create(
+            Resource::Secrets,
+            NS,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}),
+        )
+        .unwrap();
+    // A plain blocking HTTP/1.1 client, as a child process would be.
+    let addr = server.url().trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/namespaces/{NS}/secrets/s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains("\"name\":\"s\""), "{response}");
+}
