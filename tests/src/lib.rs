@@ -1,2 +1,16 @@
 //! Test harness: starts real parts (a registry, runtimes) and builds test images.
 #![deny(missing_docs)]
+
+pub mod binary;
+pub mod image;
+pub mod proxy;
+pub mod registry;
+pub mod token;
+
+pub use binary::executor_bin;
+pub use image::{
+    BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, write_image, write_index,
+};
+pub use proxy::{Fault, FaultProxy};
+pub use registry::{ManifestFormat, Registry, RegistryConfig, TokenAuth, push_layout};
+pub use token::TokenServer;

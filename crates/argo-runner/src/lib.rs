@@ -103,6 +103,12 @@ impl ArgoRunner {
         }
     }
 
+    /// Infers the Kubernetes configuration now rather than on first use, so that
+    /// a missing one is reported before any work starts.
+    pub async fn connect(&self) -> Result<(), ArgoError> {
+        self.client().await.map(drop)
+    }
+
     async fn client(&self) -> Result<kube::Client, ArgoError> {
         self.client
             .get_or_try_init(|| async {

@@ -1,10 +1,17 @@
 //! The `argo-runner` binary: the Argo Workflow runner as a runner image's entrypoint.
 //!
-//! It will hand [`argo_runner::ArgoRunner`] to the runner SDK's Manager, which
-//! reads the context and args files, reports the start status and maps the
-//! outcome to the exit code. Until the Manager lands, it only refuses to run.
+//! Configuration and exit codes are the runner SDK's (see `spec/CONTRACT.md`);
+//! the Kubernetes API is found through `KUBECONFIG` or the in-cluster service
+//! account.
+
+use argo_runner::ArgoRunner;
 
 fn main() -> std::process::ExitCode {
-    eprintln!("argo-runner: not wired to the runner SDK's Manager yet");
-    std::process::ExitCode::FAILURE
+    let runner = ArgoRunner::infer();
+    let connect = runner.clone();
+    runner::main_with(runner, |manager, _config| async move {
+        // Fail before reading the inputs when no cluster can be reached at all.
+        connect.connect().await?;
+        Ok(manager)
+    })
 }

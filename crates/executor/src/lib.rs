@@ -1,2 +1,13 @@
 //! The executor: pull a runner image, prepare an OCI bundle, run it with an OCI runtime.
 #![deny(missing_docs)]
+
+pub mod auth;
+pub mod bundle;
+pub mod pack;
+pub mod pull;
+pub mod reference;
+pub mod snapshot;
+pub mod source;
+pub mod store;
+pub mod unpack;
+pub mod user;

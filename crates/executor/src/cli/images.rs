@@ -1,31 +1,121 @@
 //! `executor images`, `executor rmi`, `executor prune`.
 
 use super::GlobalArgs;
+use anyhow::Context;
+use executor::reference::ImageSource;
+use executor::store::Store;
 use std::process::ExitCode;
+
+/// Output format of `executor images`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// An aligned table for people.
+    Table,
+    /// A JSON array of image records for machines.
+    Json,
+}
 
 /// Flags of `executor images`.
 #[derive(Debug, clap::Args)]
-pub struct ImagesArgs {}
+pub struct ImagesArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
 
 /// Flags of `executor rmi`.
 #[derive(Debug, clap::Args)]
-pub struct RmiArgs {}
+pub struct RmiArgs {
+    /// Image references to remove (their blobs stay until `executor prune`).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
 
 /// Flags of `executor prune`.
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {}
 
-/// Runs `executor images`.
-pub fn images(_global: &GlobalArgs, _args: ImagesArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("executor images is not implemented yet")
+fn open(global: &GlobalArgs) -> anyhow::Result<Store> {
+    Store::open(&global.root)
+        .with_context(|| format!("while opening the store at {}", global.root.display()))
 }
 
-/// Runs `executor rmi`.
-pub fn rmi(_global: &GlobalArgs, _args: RmiArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("executor rmi is not implemented yet")
+/// Runs `executor images`: lists stored images.
+pub fn images(global: &GlobalArgs, args: ImagesArgs) -> anyhow::Result<ExitCode> {
+    let records = open(global)?.images()?;
+    match args.format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = records
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "reference": r.reference,
+                        "digest": r.manifest_digest.to_string(),
+                        "size": r.size(),
+                        "platform": r.platform,
+                        "record": r,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        Format::Table => {
+            let width = records
+                .iter()
+                .map(|r| r.reference.len())
+                .max()
+                .unwrap_or(0)
+                .max("REFERENCE".len());
+            println!("{:<width$}  {:<71}  SIZE", "REFERENCE", "DIGEST");
+            for r in &records {
+                println!(
+                    "{:<width$}  {:<71}  {}",
+                    r.reference,
+                    r.manifest_digest.to_string(),
+                    human_size(r.size())
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `executor prune`.
-pub fn prune(_global: &GlobalArgs, _args: PruneArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("executor prune is not implemented yet")
+/// Runs `executor rmi`: removes image references.
+pub fn rmi(global: &GlobalArgs, args: RmiArgs) -> anyhow::Result<ExitCode> {
+    let store = open(global)?;
+    for image in &args.images {
+        let source = ImageSource::parse(image)?;
+        match store.remove_image(&source)? {
+            Some(record) => println!("untagged {} ({})", record.reference, record.manifest_digest),
+            None => anyhow::bail!("image {source} is not in the store"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `executor prune`: deletes blobs no image reference needs.
+pub fn prune(global: &GlobalArgs, _args: PruneArgs) -> anyhow::Result<ExitCode> {
+    let store = open(global)?;
+    let report = super::block_on(store.prune())??;
+    println!(
+        "removed {} blobs, freed {}",
+        report.blobs_removed,
+        human_size(report.bytes_freed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

@@ -1,13 +1,73 @@
 //! `executor pull`.
 
 use super::GlobalArgs;
+use anyhow::Context;
+use executor::pull::{PullOptions, pull};
+use executor::reference::ImageSource;
+use executor::source::Platform;
+use executor::source::registry::RegistryOptions;
+use executor::store::Store;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Registry flags shared by the commands that pull (`pull`, `run`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Registry (`HOST:PORT`) to reach over plain HTTP instead of HTTPS; repeatable, or
+    /// comma-separated in `EXECUTOR_INSECURE_REGISTRIES`. Nothing is plain HTTP unless
+    /// listed, not even localhost.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST:PORT",
+        env = "EXECUTOR_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+    /// Auth file (podman's auth.json or docker's config.json) to read credentials from
+    /// before `REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` and
+    /// `~/.docker/config.json`.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Directory of extra CA certificates (`*.crt`, `*.pem`) to trust for HTTPS.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Platform to pick from a multi-platform image, `os/arch[/variant]`; default: this machine.
+    #[arg(long)]
+    pub platform: Option<Platform>,
+}
+
+impl RegistryArgs {
+    /// The library's pull options for these flags.
+    pub fn pull_options(&self) -> PullOptions {
+        PullOptions {
+            platform: self.platform.clone(),
+            registry: RegistryOptions {
+                insecure_registries: self.insecure_registries.clone(),
+                auth_file: self.authfile.clone(),
+                cert_dir: self.cert_dir.clone(),
+                ..RegistryOptions::default()
+            },
+            ..PullOptions::default()
+        }
+    }
+}
 
 /// Flags of `executor pull`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Image to pull: `[REGISTRY/]REPO[:TAG|@DIGEST]` or `oci-layout:PATH[:TAG|@DIGEST]`.
+    pub image: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
 
-/// Runs `executor pull`.
-pub fn run(_global: &GlobalArgs, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("executor pull is not implemented yet")
+/// Runs `executor pull`: pulls the image and prints its manifest digest.
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let source = ImageSource::parse(&args.image)?;
+    let store = Store::open(&global.root)
+        .with_context(|| format!("while opening the store at {}", global.root.display()))?;
+    let opts = args.registry.pull_options();
+    let record = super::block_on(pull(&store, &source, &opts))??;
+    println!("{}", record.manifest_digest);
+    Ok(ExitCode::SUCCESS)
 }

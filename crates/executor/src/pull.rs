@@ -1,0 +1,473 @@
+//! Pulling an image into the content store: resolve the reference to a platform
+//! manifest, fetch every blob it needs (verified, streamed, deduplicated, in parallel),
+//! then record the reference.
+//!
+//! Faults are handled where they happen: transient errors (connection resets, 5xx, 429,
+//! stalls) are retried with exponential backoff, and a blob interrupted mid-way resumes
+//! from where it stopped with an HTTP `Range` request when the registry allows it.
+//! The backoff is 1s, 2s, 4s, ... capped at 30s, unless the registry sent `Retry-After`
+//! (seconds or an HTTP date, on blob requests), which is honoured up to 5 minutes.
+
+use crate::reference::ImageSource;
+use crate::source::layout::LayoutReader;
+use crate::source::registry::{RegistryOptions, RegistryReader};
+use crate::source::{
+    CONFIG_MEDIA_TYPES, ImageReader, LAYER_MEDIA_TYPES, Manifest, Platform, SourceError,
+    parse_manifest, select_platform, verify_bytes,
+};
+use crate::store::{ImageRecord, Store, StoreError};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use oci_spec::image::{Descriptor, Digest, ImageManifest, MediaType};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+/// Errors from pulling an image.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// Reading from the source failed (after retries, for transient faults).
+    #[error("pulling {reference}")]
+    Source {
+        /// The normalized reference being pulled.
+        reference: String,
+        /// The underlying error.
+        #[source]
+        source: SourceError,
+    },
+    /// The content store failed (including a digest or size mismatch of a blob).
+    #[error("pulling {reference}")]
+    Store {
+        /// The normalized reference being pulled.
+        reference: String,
+        /// The underlying error.
+        #[source]
+        source: StoreError,
+    },
+    /// The image has a layer the executor cannot unpack.
+    #[error("pulling {reference}: layer {digest} has unsupported media type {media_type}")]
+    UnsupportedLayer {
+        /// The normalized reference being pulled.
+        reference: String,
+        /// The layer's digest.
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+    },
+    /// The manifest describes an artifact (Helm chart, signature, ...), not a container image.
+    #[error("pulling {reference}: not a container image (config media type {media_type})")]
+    NotAnImage {
+        /// The normalized reference being pulled.
+        reference: String,
+        /// The config's media type.
+        media_type: String,
+    },
+    /// A blob transfer made no progress for longer than the stall timeout, every try.
+    #[error("pulling {reference}: blob {digest} stalled for {seconds}s")]
+    Stalled {
+        /// The normalized reference being pulled.
+        reference: String,
+        /// The blob's digest.
+        digest: Digest,
+        /// The stall timeout.
+        seconds: u64,
+    },
+}
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// The platform to pick from an index; `None` means this machine's.
+    pub platform: Option<Platform>,
+    /// Registry access: plain-HTTP registries, auth file, CA certificates.
+    pub registry: RegistryOptions,
+    /// How many blobs download at once.
+    pub max_concurrent_downloads: usize,
+    /// How many times a transient fault is retried (per request).
+    pub retries: u32,
+    /// The first retry delay; doubled for each further retry, capped at 30s.
+    pub initial_backoff: Duration,
+    /// A transfer that delivers no byte for this long is abandoned (and retried).
+    pub stall_timeout: Duration,
+    /// Show a progress bar per blob when stderr is a terminal.
+    pub progress: bool,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: None,
+            registry: RegistryOptions::default(),
+            max_concurrent_downloads: 3,
+            retries: 5,
+            initial_backoff: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(60),
+            progress: true,
+        }
+    }
+}
+
+/// Pulls `source` into `store` and records it under its normalized reference. Blobs
+/// already in the store are not fetched again; concurrent pulls of the same image (in
+/// this or other processes) fetch each blob once and all succeed.
+pub async fn pull(
+    store: &Store,
+    source: &ImageSource,
+    opts: &PullOptions,
+) -> Result<ImageRecord, PullError> {
+    let reference = source.to_string();
+    let reader: Box<dyn ImageReader> = match source {
+        ImageSource::Registry(r) => Box::new(
+            RegistryReader::new(r.clone(), &opts.registry).map_err(|source| PullError::Source {
+                reference: reference.clone(),
+                source,
+            })?,
+        ),
+        ImageSource::Layout {
+            path,
+            tag_or_digest,
+        } => Box::new(LayoutReader::new(path, tag_or_digest)),
+    };
+    Puller {
+        store,
+        reader: reader.as_ref(),
+        reference,
+        opts,
+        progress: (opts.progress && std::io::stderr().is_terminal()).then(MultiProgress::new),
+    }
+    .run()
+    .await
+}
+
+struct Puller<'a> {
+    store: &'a Store,
+    reader: &'a dyn ImageReader,
+    reference: String,
+    opts: &'a PullOptions,
+    progress: Option<MultiProgress>,
+}
+
+impl Puller<'_> {
+    fn source_err(&self, source: SourceError) -> PullError {
+        PullError::Source {
+            reference: self.reference.clone(),
+            source,
+        }
+    }
+
+    fn store_err(&self, source: StoreError) -> PullError {
+        PullError::Store {
+            reference: self.reference.clone(),
+            source,
+        }
+    }
+
+    async fn run(&self) -> Result<ImageRecord, PullError> {
+        // Held until the reference is recorded, so `prune` cannot delete fresh blobs.
+        let _store_lock = self
+            .store
+            .lock_shared()
+            .await
+            .map_err(|e| self.store_err(e))?;
+        tracing::info!(image = %self.reference, "resolving");
+        let (root_bytes, root_digest) = self
+            .retrying(&self.reference, || self.reader.root_manifest())
+            .await?;
+        let Resolved {
+            manifest,
+            media_type,
+            manifest_digest,
+            index_digest,
+            platform,
+        } = self.resolve(root_bytes, root_digest).await?;
+
+        let config_type = manifest.config().media_type().to_string();
+        if !CONFIG_MEDIA_TYPES.contains(&config_type.as_str()) {
+            return Err(PullError::NotAnImage {
+                reference: self.reference.clone(),
+                media_type: config_type,
+            });
+        }
+        for layer in manifest.layers() {
+            let media_type = layer.media_type().to_string();
+            if !LAYER_MEDIA_TYPES.contains(&media_type.as_str()) {
+                return Err(PullError::UnsupportedLayer {
+                    reference: self.reference.clone(),
+                    digest: layer.digest().clone(),
+                    media_type,
+                });
+            }
+        }
+
+        // Futures collected first: a lazily mapped iterator here trips the compiler's
+        // higher-ranked `Send` check when `pull` itself is spawned.
+        let fetches: Vec<_> = std::iter::once(manifest.config())
+            .chain(manifest.layers().iter())
+            .map(|d| self.fetch_blob(d))
+            .collect();
+        futures::stream::iter(fetches)
+            .buffer_unordered(self.opts.max_concurrent_downloads.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+
+        let platform = platform.or_else(|| {
+            // A single-platform image: read the platform from its config for display.
+            let record_config = manifest.config().clone();
+            let data = self.store.read_blob(record_config.digest()).ok()?;
+            let config: serde_json::Value = serde_json::from_slice(&data).ok()?;
+            Some(format!(
+                "{}/{}",
+                config.get("os")?.as_str()?,
+                config.get("architecture")?.as_str()?
+            ))
+        });
+        let record = ImageRecord {
+            reference: self.reference.clone(),
+            manifest_digest,
+            manifest_media_type: media_type,
+            index_digest,
+            platform,
+            config: manifest.config().clone(),
+            layers: manifest.layers().clone(),
+        };
+        self.store
+            .put_image(&record)
+            .map_err(|e| self.store_err(e))?;
+        tracing::info!(image = %self.reference, digest = %record.manifest_digest, "pulled");
+        Ok(record)
+    }
+
+    /// Turns the root manifest into the platform image manifest (through the index when
+    /// it is one), storing the manifests it used as verified blobs.
+    async fn resolve(&self, root_bytes: Bytes, root_digest: Digest) -> Result<Resolved, PullError> {
+        let index =
+            match parse_manifest(&root_digest, &root_bytes).map_err(|e| self.source_err(e))? {
+                Manifest::Image(manifest, media_type) => {
+                    self.put_manifest(&root_digest, &root_bytes).await?;
+                    return Ok(Resolved {
+                        manifest: *manifest,
+                        media_type,
+                        manifest_digest: root_digest,
+                        index_digest: None,
+                        platform: None,
+                    });
+                }
+                Manifest::Index(index) => index,
+            };
+        let wanted = self.opts.platform.clone().unwrap_or_else(Platform::host);
+        let chosen =
+            select_platform(&index, &wanted, &self.reference).map_err(|e| self.source_err(e))?;
+        let digest = chosen.digest().clone();
+        let bytes = self
+            .retrying(digest.as_ref(), || self.reader.manifest(&digest))
+            .await?;
+        verify_bytes(&digest, &bytes).map_err(|e| self.source_err(e))?;
+        if bytes.len() as u64 != chosen.size() {
+            return Err(self.store_err(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: chosen.size(),
+                actual: bytes.len() as u64,
+            }));
+        }
+        let Manifest::Image(manifest, media_type) =
+            parse_manifest(&digest, &bytes).map_err(|e| self.source_err(e))?
+        else {
+            return Err(self.source_err(SourceError::BadManifest {
+                digest,
+                reason: "an index entry for a platform is itself an index".into(),
+            }));
+        };
+        self.put_manifest(&root_digest, &root_bytes).await?;
+        self.put_manifest(&digest, &bytes).await?;
+        // Name the platform as the index does (`linux/arm` may have picked `linux/arm/v7`).
+        let platform = chosen.platform().as_ref().map(|p| {
+            let mut name = format!("{}/{}", p.os(), p.architecture());
+            if let Some(variant) = p.variant() {
+                name = format!("{name}/{variant}");
+            }
+            name
+        });
+        tracing::debug!(image = %self.reference, wanted = %wanted, manifest = %digest, "picked platform");
+        Ok(Resolved {
+            manifest: *manifest,
+            media_type,
+            manifest_digest: digest,
+            index_digest: Some(root_digest),
+            platform,
+        })
+    }
+
+    async fn put_manifest(&self, digest: &Digest, bytes: &[u8]) -> Result<(), PullError> {
+        self.store
+            .put_blob(digest, bytes)
+            .await
+            .map_err(|e| self.store_err(e))
+    }
+
+    /// Runs `op`, retrying transient failures with exponential backoff.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, PullError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SourceError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_transient() && attempt < self.opts.retries => {
+                    let delay = self.delay(attempt, &e);
+                    tracing::warn!(what, attempt = attempt + 1, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.source_err(e)),
+            }
+        }
+    }
+
+    /// How long to wait before retry number `attempt + 1` after `error`.
+    fn delay(&self, attempt: u32, error: &SourceError) -> Duration {
+        if let Some(asked) = error.retry_after() {
+            return asked.min(Duration::from_secs(300));
+        }
+        let factor = 2u32.saturating_pow(attempt.min(16));
+        (self.opts.initial_backoff * factor).min(Duration::from_secs(30))
+    }
+
+    /// Fetches one blob into the store unless it is there already; under the blob's lock,
+    /// so that concurrent pullers wait for each other instead of downloading twice.
+    async fn fetch_blob(&self, descriptor: &Descriptor) -> Result<(), PullError> {
+        let digest = descriptor.digest();
+        let size = descriptor.size();
+        if self.store.has_blob(digest, size) {
+            tracing::debug!(image = %self.reference, blob = %digest, "already stored");
+            return Ok(());
+        }
+        let _lock = self
+            .store
+            .lock_blob(digest)
+            .await
+            .map_err(|e| self.store_err(e))?;
+        if self.store.has_blob(digest, size) {
+            tracing::debug!(image = %self.reference, blob = %digest, "stored by another pull");
+            return Ok(());
+        }
+        let bar = self.progress_bar(descriptor);
+        let mut writer = self
+            .store
+            .blob_writer(digest, size)
+            .await
+            .map_err(|e| self.store_err(e))?;
+        let mut attempt = 0;
+        loop {
+            let result = self.transfer(descriptor, &mut writer, bar.as_ref()).await;
+            match result {
+                Ok(()) => break,
+                Err(Failure::Source(e)) if e.is_transient() && attempt < self.opts.retries => {
+                    let delay = self.delay(attempt, &e);
+                    tracing::warn!(
+                        image = %self.reference, blob = %digest, attempt = attempt + 1,
+                        resume_at = writer.written(), delay_ms = delay.as_millis() as u64,
+                        error = %e, "blob transfer interrupted; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(Failure::Stalled) if attempt < self.opts.retries => {
+                    tracing::warn!(image = %self.reference, blob = %digest, attempt = attempt + 1, "blob transfer stalled; retrying");
+                    attempt += 1;
+                }
+                Err(Failure::Stalled) => {
+                    return Err(PullError::Stalled {
+                        reference: self.reference.clone(),
+                        digest: digest.clone(),
+                        seconds: self.opts.stall_timeout.as_secs(),
+                    });
+                }
+                Err(Failure::Source(e)) => return Err(self.source_err(e)),
+                Err(Failure::Store(e)) => return Err(self.store_err(e)),
+            }
+        }
+        writer.commit().await.map_err(|e| self.store_err(e))?;
+        match bar {
+            // The bar already shows it; a log line would tear the bars apart.
+            Some(bar) => {
+                bar.finish();
+                tracing::debug!(image = %self.reference, blob = %digest, size, "fetched blob");
+            }
+            None => tracing::info!(image = %self.reference, blob = %digest, size, "fetched blob"),
+        }
+        Ok(())
+    }
+
+    /// One attempt: streams the rest of the blob (from `writer.written()`) into the writer.
+    async fn transfer(
+        &self,
+        descriptor: &Descriptor,
+        writer: &mut crate::store::BlobWriter,
+        bar: Option<&ProgressBar>,
+    ) -> Result<(), Failure> {
+        let offset = writer.written();
+        let (mut stream, start) = self
+            .reader
+            .blob(descriptor, offset)
+            .await
+            .map_err(Failure::Source)?;
+        if start != offset {
+            // The source ignored the range: start over with a fresh temp file.
+            tracing::debug!(blob = %descriptor.digest(), "source does not resume; restarting");
+            *writer = self
+                .store
+                .blob_writer(descriptor.digest(), descriptor.size())
+                .await
+                .map_err(Failure::Store)?;
+        }
+        if let Some(bar) = bar {
+            bar.set_position(writer.written());
+        }
+        loop {
+            let next = tokio::time::timeout(self.opts.stall_timeout, stream.next())
+                .await
+                .map_err(|_| Failure::Stalled)?;
+            match next {
+                None => return Ok(()),
+                Some(Ok(chunk)) => {
+                    writer.write(&chunk).await.map_err(Failure::Store)?;
+                    if let Some(bar) = bar {
+                        bar.set_position(writer.written());
+                    }
+                }
+                Some(Err(e)) => return Err(Failure::Source(e)),
+            }
+        }
+    }
+
+    fn progress_bar(&self, descriptor: &Descriptor) -> Option<ProgressBar> {
+        let multi = self.progress.as_ref()?;
+        let bar = multi.add(ProgressBar::new(descriptor.size()));
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        let hex = descriptor.digest().digest();
+        bar.set_prefix(hex.get(..12).unwrap_or(hex).to_owned());
+        Some(bar)
+    }
+}
+
+/// The platform image manifest an image reference resolved to.
+struct Resolved {
+    manifest: ImageManifest,
+    media_type: MediaType,
+    manifest_digest: Digest,
+    index_digest: Option<Digest>,
+    platform: Option<String>,
+}
+
+enum Failure {
+    Source(SourceError),
+    Store(StoreError),
+    Stalled,
+}

@@ -1,0 +1,342 @@
+//! Image references: where an image comes from, parsed and normalized.
+//!
+//! Two kinds of source exist. A registry reference follows Docker's grammar and is
+//! normalized the way podman and docker do it when no short-name aliases are
+//! configured: `busybox` becomes `docker.io/library/busybox:latest`. A local OCI image
+//! layout (the directory `skopeo copy ... oci:DIR` writes) is named
+//! `oci-layout:PATH[:TAG|@DIGEST]`, so that images can run with no registry at all.
+//!
+//! This module does no I/O except turning a relative layout path into an absolute one.
+
+use oci_spec::distribution::Reference;
+use oci_spec::image::Digest;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The prefix that marks a local OCI image layout source.
+pub const LAYOUT_PREFIX: &str = "oci-layout:";
+
+/// Errors from parsing an image reference.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// The registry reference does not follow Docker's reference grammar.
+    #[error("invalid image reference {reference:?}")]
+    Invalid {
+        /// The text as given.
+        reference: String,
+        /// What the parser objected to.
+        #[source]
+        source: oci_spec::distribution::ParseError,
+    },
+    /// The reference is empty.
+    #[error("empty image reference")]
+    Empty,
+    /// An `oci-layout:` source names no directory.
+    #[error("invalid image reference {reference:?}: the OCI layout path is empty")]
+    EmptyLayoutPath {
+        /// The text as given.
+        reference: String,
+    },
+    /// An `oci-layout:` source has a malformed `@DIGEST` part.
+    #[error("invalid image reference {reference:?}: bad digest {digest:?}: {reason}")]
+    LayoutDigest {
+        /// The text as given.
+        reference: String,
+        /// The digest part.
+        digest: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// An `oci-layout:` source has a malformed `:TAG` part.
+    #[error("invalid image reference {reference:?}: bad tag {tag:?}")]
+    LayoutTag {
+        /// The text as given.
+        reference: String,
+        /// The tag part.
+        tag: String,
+    },
+    /// The current directory is needed to make a relative layout path absolute.
+    #[error("cannot make OCI layout path {path} absolute")]
+    LayoutPath {
+        /// The path as given.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which image inside an OCI image layout is meant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LayoutTarget {
+    /// No tag or digest given: the layout's index must hold exactly one image.
+    Only,
+    /// The image whose `org.opencontainers.image.ref.name` annotation equals this tag.
+    Tag(String),
+    /// The manifest (or index) with this digest.
+    Digest(Digest),
+}
+
+/// Where an image comes from: a registry or a local OCI image layout.
+///
+/// `Display` gives the normalized form, which the content store uses as the image's key
+/// (`docker.io/library/busybox:latest`, `oci-layout:/abs/dir:tag`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ImageSource {
+    /// An image in a registry. When the text named both a tag and a digest, the digest
+    /// wins and the tag is dropped (what is pulled is then exactly that digest).
+    Registry(Reference),
+    /// An image in an OCI image layout directory.
+    Layout {
+        /// The layout directory, absolute (not canonicalized: symlinks are kept).
+        path: PathBuf,
+        /// Which image in the layout.
+        tag_or_digest: LayoutTarget,
+    },
+}
+
+impl ImageSource {
+    /// Parses and normalizes an image reference.
+    ///
+    /// Caveat for layouts: a path that itself contains `:` or `@` must be given with an
+    /// explicit tag or digest, because the last `:`/`@` separates it.
+    pub fn parse(text: &str) -> Result<ImageSource, ReferenceError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ReferenceError::Empty);
+        }
+        match text.strip_prefix(LAYOUT_PREFIX) {
+            Some(rest) => parse_layout(text, rest),
+            None => parse_registry(text),
+        }
+    }
+
+    /// The registry reference, if this is a registry source.
+    pub fn registry_reference(&self) -> Option<&Reference> {
+        match self {
+            ImageSource::Registry(reference) => Some(reference),
+            ImageSource::Layout { .. } => None,
+        }
+    }
+}
+
+impl FromStr for ImageSource {
+    type Err = ReferenceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ImageSource::parse(s)
+    }
+}
+
+impl fmt::Display for ImageSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageSource::Registry(reference) => write!(f, "{reference}"),
+            ImageSource::Layout {
+                path,
+                tag_or_digest,
+            } => {
+                write!(f, "{LAYOUT_PREFIX}{}", path.display())?;
+                match tag_or_digest {
+                    LayoutTarget::Only => Ok(()),
+                    LayoutTarget::Tag(tag) => write!(f, ":{tag}"),
+                    LayoutTarget::Digest(digest) => write!(f, "@{digest}"),
+                }
+            }
+        }
+    }
+}
+
+fn parse_registry(text: &str) -> Result<ImageSource, ReferenceError> {
+    let invalid = |source| ReferenceError::Invalid {
+        reference: text.to_owned(),
+        source,
+    };
+    let reference = Reference::try_from(text).map_err(invalid)?;
+    // `Reference` accepts a digest of any supported algorithm by its length only; the
+    // store keys blobs by `oci_spec` digests, so make sure it parses as one too.
+    if let Some(digest) = reference.digest() {
+        Digest::from_str(digest)
+            .map_err(|_| invalid(oci_spec::distribution::ParseError::DigestInvalidFormat))?;
+        // Digest wins over tag: `repo:tag@sha256:...` pulls exactly that digest.
+        if reference.tag().is_some() {
+            return Ok(ImageSource::Registry(Reference::with_digest(
+                reference.registry().to_owned(),
+                reference.repository().to_owned(),
+                digest.to_owned(),
+            )));
+        }
+    }
+    Ok(ImageSource::Registry(reference))
+}
+
+fn parse_layout(text: &str, rest: &str) -> Result<ImageSource, ReferenceError> {
+    let (path, target) = if let Some((path, digest)) = rest.rsplit_once('@') {
+        let parsed = Digest::from_str(digest).map_err(|e| ReferenceError::LayoutDigest {
+            reference: text.to_owned(),
+            digest: digest.to_owned(),
+            reason: e.to_string(),
+        })?;
+        (path, LayoutTarget::Digest(parsed))
+    } else {
+        match rest.rsplit_once(':') {
+            // A `:` followed by a `/` belongs to the path, not to a tag.
+            Some((path, tag)) if !tag.contains('/') => {
+                if !valid_tag(tag) {
+                    return Err(ReferenceError::LayoutTag {
+                        reference: text.to_owned(),
+                        tag: tag.to_owned(),
+                    });
+                }
+                (path, LayoutTarget::Tag(tag.to_owned()))
+            }
+            _ => (rest, LayoutTarget::Only),
+        }
+    };
+    if path.is_empty() {
+        return Err(ReferenceError::EmptyLayoutPath {
+            reference: text.to_owned(),
+        });
+    }
+    let path = std::path::absolute(path).map_err(|source| ReferenceError::LayoutPath {
+        path: PathBuf::from(path),
+        source,
+    })?;
+    Ok(ImageSource::Layout {
+        path,
+        tag_or_digest: target,
+    })
+}
+
+/// A tag as the distribution grammar allows: `[\w][\w.-]{0,127}`.
+fn valid_tag(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    first_ok
+        && tag.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn normalized(text: &str) -> String {
+        ImageSource::parse(text).unwrap().to_string()
+    }
+
+    #[test]
+    fn short_names_normalize_like_podman() {
+        assert_eq!(normalized("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(normalized("busybox:1.36"), "docker.io/library/busybox:1.36");
+        assert_eq!(normalized("user/app"), "docker.io/user/app:latest");
+        assert_eq!(
+            normalized("index.docker.io/library/busybox"),
+            "docker.io/library/busybox:latest"
+        );
+    }
+
+    #[test]
+    fn registry_host_and_port_are_kept() {
+        let source = ImageSource::parse("127.0.0.1:5000/runners/argo:v1").unwrap();
+        let reference = source.registry_reference().unwrap();
+        assert_eq!(reference.registry(), "127.0.0.1:5000");
+        assert_eq!(reference.repository(), "runners/argo");
+        assert_eq!(reference.tag(), Some("v1"));
+        assert_eq!(normalized("localhost/app"), "localhost/app:latest");
+        assert_eq!(normalized("quay.io/a/b"), "quay.io/a/b:latest");
+    }
+
+    #[test]
+    fn digest_wins_over_tag() {
+        assert_eq!(
+            normalized(&format!("busybox@{DIGEST}")),
+            format!("docker.io/library/busybox@{DIGEST}")
+        );
+        let source = ImageSource::parse(&format!("busybox:1.36@{DIGEST}")).unwrap();
+        let reference = source.registry_reference().unwrap();
+        assert_eq!(reference.tag(), None);
+        assert_eq!(reference.digest(), Some(DIGEST));
+        assert_eq!(
+            source.to_string(),
+            format!("docker.io/library/busybox@{DIGEST}")
+        );
+    }
+
+    #[test]
+    fn invalid_references_are_rejected_with_the_text() {
+        for bad in [
+            "Busybox",
+            "busybox:",
+            "busybox@sha256:abc",
+            "busybox@md5:0123456789abcdef0123456789abcdef",
+            "a b",
+            "-x/y",
+        ] {
+            let err = ImageSource::parse(bad).unwrap_err();
+            assert!(
+                err.to_string().contains(bad),
+                "error for {bad:?} does not name it: {err}"
+            );
+        }
+        assert!(matches!(
+            ImageSource::parse("  "),
+            Err(ReferenceError::Empty)
+        ));
+    }
+
+    #[test]
+    fn layout_sources() {
+        let only = ImageSource::parse("oci-layout:/srv/images/argo").unwrap();
+        assert_eq!(
+            only,
+            ImageSource::Layout {
+                path: "/srv/images/argo".into(),
+                tag_or_digest: LayoutTarget::Only
+            }
+        );
+        assert_eq!(only.to_string(), "oci-layout:/srv/images/argo");
+
+        let tagged = ImageSource::parse("oci-layout:/srv/argo:v1.2").unwrap();
+        assert_eq!(tagged.to_string(), "oci-layout:/srv/argo:v1.2");
+        assert!(matches!(
+            tagged,
+            ImageSource::Layout { tag_or_digest: LayoutTarget::Tag(ref t), .. } if t == "v1.2"
+        ));
+
+        let pinned = ImageSource::parse(&format!("oci-layout:/srv/argo@{DIGEST}")).unwrap();
+        assert_eq!(pinned.to_string(), format!("oci-layout:/srv/argo@{DIGEST}"));
+        assert!(pinned.registry_reference().is_none());
+    }
+
+    #[test]
+    fn relative_layout_paths_become_absolute() {
+        let source = ImageSource::parse("oci-layout:images/argo:latest").unwrap();
+        let ImageSource::Layout { path, .. } = source else {
+            panic!("not a layout source");
+        };
+        assert!(path.is_absolute());
+        assert!(path.ends_with("images/argo"));
+    }
+
+    #[test]
+    fn bad_layout_sources_are_rejected() {
+        assert!(matches!(
+            ImageSource::parse("oci-layout:"),
+            Err(ReferenceError::EmptyLayoutPath { .. })
+        ));
+        assert!(matches!(
+            ImageSource::parse("oci-layout::tag"),
+            Err(ReferenceError::EmptyLayoutPath { .. })
+        ));
+        let err = ImageSource::parse("oci-layout:/x@sha256:nothex").unwrap_err();
+        assert!(err.to_string().contains("sha256:nothex"), "{err}");
+        let err = ImageSource::parse("oci-layout:/x:bad!tag").unwrap_err();
+        assert!(err.to_string().contains("bad!tag"), "{err}");
+    }
+}

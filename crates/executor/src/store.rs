@@ -1,0 +1,784 @@
+//! The content store: verified blobs addressed by digest, and the image references that
+//! point into them.
+//!
+//! Layout under the store root:
+//! - `blobs/sha256/<hex>`: blob content; a file here is complete and verified.
+//! - `tmp/<hex>.<random>.tmp`: a blob being written; renamed into `blobs/` once verified.
+//! - `locks/<hex>.lock`: held (flock) by whoever writes that blob, so that two processes
+//!   pulling the same image download each blob once; `locks/store.lock` is held shared by
+//!   every pull and exclusively by `prune`, so prune never deletes a blob a running pull
+//!   just fetched but has not recorded yet.
+//! - `images/<sha256 of reference>.json`: one [`ImageRecord`] per stored reference.
+//!
+//! Only sha256 digests are supported for blobs; other algorithms are refused.
+
+use crate::reference::ImageSource;
+use nix::fcntl::{Flock, FlockArg};
+use oci_spec::image::{Descriptor, Digest, DigestAlgorithm, ImageConfiguration, MediaType};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// Errors from the content store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file or directory of the store could not be read, written or removed.
+    #[error("{action} {path}")]
+    Io {
+        /// What was being done (`creating`, `reading`, ...).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A lock file could not be locked.
+    #[error("locking {path}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: nix::Error,
+    },
+    /// The digest uses an algorithm the store does not handle.
+    #[error("unsupported digest algorithm in {digest} (only sha256 is supported)")]
+    UnsupportedDigest {
+        /// The digest.
+        digest: Digest,
+    },
+    /// Content did not hash to the digest it was fetched for; nothing was stored.
+    #[error("digest mismatch for blob {digest}: content hashes to {actual}")]
+    DigestMismatch {
+        /// The expected digest.
+        digest: Digest,
+        /// The digest of what arrived.
+        actual: String,
+    },
+    /// Content was longer or shorter than its descriptor says; nothing was stored.
+    #[error("size mismatch for blob {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The blob's digest.
+        digest: Digest,
+        /// The size from the descriptor.
+        expected: u64,
+        /// The number of bytes that arrived (so far, when too many).
+        actual: u64,
+    },
+    /// A stored JSON document (image record, config) does not parse.
+    #[error("parsing {path}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A blob an image record needs is not in the store.
+    #[error("blob {digest} is missing from the store")]
+    MissingBlob {
+        /// The blob's digest.
+        digest: Digest,
+    },
+    /// A background task panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What the store knows about one pulled image reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The normalized reference (see [`ImageSource`]'s `Display`); the record's key.
+    pub reference: String,
+    /// Digest of the platform-specific image manifest.
+    pub manifest_digest: Digest,
+    /// Media type of that manifest (OCI or Docker schema2).
+    pub manifest_media_type: MediaType,
+    /// Digest of the index or manifest list the manifest was picked from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<Digest>,
+    /// The platform the manifest is for, as `os/arch[/variant]`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// The image configuration blob.
+    pub config: Descriptor,
+    /// The layers, in order, base first.
+    pub layers: Vec<Descriptor>,
+}
+
+impl ImageRecord {
+    /// Total size of the config and layer blobs (compressed, as stored).
+    pub fn size(&self) -> u64 {
+        self.config.size() + self.layers.iter().map(|l| l.size()).sum::<u64>()
+    }
+
+    /// Every blob this record needs kept: manifests, config, layers.
+    pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
+        [&self.manifest_digest, self.config.digest()]
+            .into_iter()
+            .chain(self.index_digest.iter())
+            .chain(self.layers.iter().map(|l| l.digest()))
+    }
+}
+
+/// What `prune` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Number of blobs deleted.
+    pub blobs_removed: usize,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
+/// A held file lock; released on drop.
+#[derive(Debug)]
+pub struct StoreLock {
+    _lock: Flock<File>,
+}
+
+/// The content store rooted at a directory (`--root`).
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`, and removes temp files that a
+    /// killed pull left behind (only those whose blob lock nobody holds).
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            root: root.to_owned(),
+        };
+        for dir in [
+            store.blobs_dir(),
+            store.tmp_dir(),
+            store.locks_dir(),
+            store.images_dir(),
+        ] {
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        }
+        store.remove_stale_temp_files()?;
+        Ok(store)
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+    fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// Where the blob with this digest lives (whether or not it is there yet).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_ref())
+            .join(digest.digest())
+    }
+
+    /// Whether the blob is stored with the expected size. Content is verified when it is
+    /// written, so the size check only guards against truncation by outside hands.
+    pub fn has_blob(&self, digest: &Digest, size: u64) -> bool {
+        fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Reads a whole blob into memory; for small blobs only (manifests, configs).
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        fs::read(&path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                StoreError::MissingBlob {
+                    digest: digest.clone(),
+                }
+            } else {
+                StoreError::Io {
+                    action: "reading",
+                    path,
+                    source,
+                }
+            }
+        })
+    }
+
+    /// Takes the exclusive lock for writing one blob, waiting for another holder (another
+    /// task or process downloading the same blob) to finish.
+    pub async fn lock_blob(&self, digest: &Digest) -> Result<StoreLock, StoreError> {
+        let path = self
+            .locks_dir()
+            .join(format!("{}.lock", sha256_hex(digest)?));
+        lock_blocking(path, FlockArg::LockExclusive).await
+    }
+
+    /// Takes the store-wide lock shared: held by a pull for its whole duration so that a
+    /// concurrent `prune` cannot delete what it fetched before it is recorded.
+    pub async fn lock_shared(&self) -> Result<StoreLock, StoreError> {
+        lock_blocking(self.locks_dir().join("store.lock"), FlockArg::LockShared).await
+    }
+
+    /// Starts writing a blob; see [`BlobWriter`]. The caller should hold [`Store::lock_shared`]
+    /// and [`Store::lock_blob`] (as [`crate::pull::pull`] does).
+    pub async fn blob_writer(&self, digest: &Digest, size: u64) -> Result<BlobWriter, StoreError> {
+        let hex = sha256_hex(digest)?;
+        let tmp_dir = self.tmp_dir();
+        let named = tempfile::Builder::new()
+            .prefix(&format!("{hex}."))
+            .suffix(".tmp")
+            .tempfile_in(&tmp_dir)
+            .map_err(io_err("creating a temp file in", &tmp_dir))?;
+        let (file, temp) = named.into_parts();
+        Ok(BlobWriter {
+            file: tokio::fs::File::from_std(file),
+            temp: Some(temp),
+            digest: digest.clone(),
+            size,
+            written: 0,
+            hasher: Sha256::new(),
+            dest: self.blob_path(digest),
+        })
+    }
+
+    /// Stores a small in-memory blob (a manifest), verifying digest and size. The caller
+    /// should hold [`Store::lock_shared`], or a concurrent prune may delete the blob.
+    pub async fn put_blob(&self, digest: &Digest, data: &[u8]) -> Result<(), StoreError> {
+        if self.has_blob(digest, data.len() as u64) {
+            return Ok(());
+        }
+        let _lock = self.lock_blob(digest).await?;
+        if self.has_blob(digest, data.len() as u64) {
+            return Ok(());
+        }
+        let mut writer = self.blob_writer(digest, data.len() as u64).await?;
+        writer.write(data).await?;
+        writer.commit().await
+    }
+
+    /// The record for an image reference, if it was pulled.
+    pub fn image(&self, source: &ImageSource) -> Result<Option<ImageRecord>, StoreError> {
+        self.image_by_name(&source.to_string())
+    }
+
+    /// The record for a normalized reference string, if it was pulled.
+    pub fn image_by_name(&self, reference: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let path = self.image_path(reference);
+        match fs::read(&path) {
+            Ok(data) => serde_json::from_slice(&data)
+                .map(Some)
+                .map_err(|source| StoreError::Json { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("reading", &path)(e)),
+        }
+    }
+
+    /// All stored image records, sorted by reference.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let dir = self.images_dir();
+        let mut records = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let data = fs::read(&path).map_err(io_err("reading", &path))?;
+            let record: ImageRecord =
+                serde_json::from_slice(&data).map_err(|source| StoreError::Json {
+                    path: path.clone(),
+                    source,
+                })?;
+            records.push(record);
+        }
+        records.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(records)
+    }
+
+    /// Records (or replaces) an image reference. The caller must have stored every blob
+    /// the record names; the write is atomic (temp file + rename).
+    pub fn put_image(&self, record: &ImageRecord) -> Result<(), StoreError> {
+        if let Some(missing) = record.blobs().find(|d| !self.blob_path(d).is_file()) {
+            return Err(StoreError::MissingBlob {
+                digest: missing.clone(),
+            });
+        }
+        let path = self.image_path(&record.reference);
+        let dir = self.images_dir();
+        let mut temp = tempfile::Builder::new()
+            .prefix(".record.")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(io_err("creating a temp file in", &dir))?;
+        let data = serde_json::to_vec_pretty(record).expect("an image record always serializes");
+        temp.write_all(&data)
+            .and_then(|()| temp.as_file().sync_all())
+            .map_err(io_err("writing", temp.path()))?;
+        temp.persist(&path)
+            .map_err(|e| io_err("renaming into", &path)(e.error))?;
+        sync_dir(&dir)
+    }
+
+    /// Removes an image reference (not its blobs: see [`Store::prune`]). Returns the removed
+    /// record, or `None` when the reference was not stored.
+    pub fn remove_image(&self, source: &ImageSource) -> Result<Option<ImageRecord>, StoreError> {
+        let Some(record) = self.image(source)? else {
+            return Ok(None);
+        };
+        let path = self.image_path(&record.reference);
+        fs::remove_file(&path).map_err(io_err("removing", &path))?;
+        Ok(Some(record))
+    }
+
+    /// Parses the image configuration of a stored image.
+    pub fn read_config(&self, record: &ImageRecord) -> Result<ImageConfiguration, StoreError> {
+        let digest = record.config.digest();
+        let data = self.read_blob(digest)?;
+        serde_json::from_slice(&data).map_err(|source| StoreError::Json {
+            path: self.blob_path(digest),
+            source,
+        })
+    }
+
+    /// Deletes every blob no image record needs. Waits for running pulls to finish first
+    /// (they hold the store lock shared).
+    pub async fn prune(&self) -> Result<PruneReport, StoreError> {
+        let _lock =
+            lock_blocking(self.locks_dir().join("store.lock"), FlockArg::LockExclusive).await?;
+        let keep: HashSet<String> = self
+            .images()?
+            .iter()
+            .flat_map(|r| r.blobs().map(|d| d.digest().to_owned()).collect::<Vec<_>>())
+            .collect();
+        let mut report = PruneReport::default();
+        let dir = self.blobs_dir();
+        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            let name = entry.file_name();
+            if keep.contains(name.to_string_lossy().as_ref()) {
+                continue;
+            }
+            let path = entry.path();
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).map_err(io_err("removing", &path))?;
+            tracing::debug!(blob = %path.display(), size, "pruned blob");
+            report.blobs_removed += 1;
+            report.bytes_freed += size;
+        }
+        // No pull runs while we hold the store lock exclusively, and only pulls take
+        // blob locks, so the per-blob lock files can go too instead of piling up.
+        let locks = self.locks_dir();
+        for entry in fs::read_dir(&locks).map_err(io_err("listing", &locks))? {
+            let path = entry.map_err(io_err("listing", &locks))?.path();
+            if path.file_name().is_some_and(|n| n != "store.lock") {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        Ok(report)
+    }
+
+    fn image_path(&self, reference: &str) -> PathBuf {
+        let key = hex::encode(Sha256::digest(reference.as_bytes()));
+        self.images_dir().join(format!("{key}.json"))
+    }
+
+    /// Removes temp files whose writer is gone: a writer holds the blob's lock for as long
+    /// as its temp file exists, so a temp file whose lock is free is garbage.
+    fn remove_stale_temp_files(&self) -> Result<(), StoreError> {
+        let dir = self.tmp_dir();
+        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.split('.').next()) else {
+                continue;
+            };
+            let lock_path = self.locks_dir().join(format!("{hex}.lock"));
+            let Ok(lock_file) = open_lock_file(&lock_path) else {
+                continue;
+            };
+            if let Ok(_held) = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+                match fs::remove_file(&path) {
+                    Ok(()) => tracing::info!(path = %path.display(), "removed stale temp file"),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("removing", &path)(e)),
+                }
+            }
+        }
+        // Half-written image records (a crash between write and rename).
+        let dir = self.images_dir();
+        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "tmp") && is_older_than_a_minute(&path) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_older_than_a_minute(path: &Path) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > 60)
+}
+
+fn sha256_hex(digest: &Digest) -> Result<&str, StoreError> {
+    match digest.algorithm() {
+        DigestAlgorithm::Sha256 => Ok(digest.digest()),
+        _ => Err(StoreError::UnsupportedDigest {
+            digest: digest.clone(),
+        }),
+    }
+}
+
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+}
+
+async fn lock_blocking(path: PathBuf, arg: FlockArg) -> Result<StoreLock, StoreError> {
+    let file = open_lock_file(&path).map_err(io_err("opening", &path))?;
+    tokio::task::spawn_blocking(move || {
+        Flock::lock(file, arg)
+            .map(|lock| StoreLock { _lock: lock })
+            .map_err(|(_, source)| StoreError::Lock { path, source })
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing", dir))
+}
+
+/// A blob being written to a temp file, hashed and counted as it streams. Nothing is
+/// visible under `blobs/` until [`BlobWriter::commit`] verified digest and size; dropping
+/// the writer without committing deletes the temp file.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: tokio::fs::File,
+    temp: Option<tempfile::TempPath>,
+    digest: Digest,
+    size: u64,
+    written: u64,
+    hasher: Sha256,
+    dest: PathBuf,
+}
+
+impl BlobWriter {
+    /// Number of bytes written so far (where a resumed download continues).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends a chunk. Fails as soon as more bytes arrive than the descriptor's size, so
+    /// a misbehaving server cannot fill the disk.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let total = self.written + chunk.len() as u64;
+        if total > self.size {
+            return Err(StoreError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected: self.size,
+                actual: total,
+            });
+        }
+        self.hasher.update(chunk);
+        let path = self.temp_path();
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(io_err("writing", &path))?;
+        self.written = total;
+        Ok(())
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        self.temp
+            .as_ref()
+            .map(|t| t.to_path_buf())
+            .unwrap_or_default()
+    }
+
+    /// Verifies size and digest, fsyncs and renames the blob into place.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        if self.written != self.size {
+            return Err(StoreError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected: self.size,
+                actual: self.written,
+            });
+        }
+        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if actual != self.digest.digest() {
+            return Err(StoreError::DigestMismatch {
+                digest: self.digest.clone(),
+                actual: format!("sha256:{actual}"),
+            });
+        }
+        let path = self.temp_path();
+        self.file.flush().await.map_err(io_err("writing", &path))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(io_err("syncing", &path))?;
+        let temp = self.temp.take().expect("commit consumes the writer once");
+        temp.persist(&self.dest)
+            .map_err(|e| io_err("renaming into", &self.dest)(e.error))?;
+        let parent = self.dest.parent().unwrap_or(Path::new("/"));
+        sync_dir(parent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::image::DescriptorBuilder;
+    use std::str::FromStr;
+
+    fn digest_of(data: &[u8]) -> Digest {
+        Digest::from_str(&format!("sha256:{}", hex::encode(Sha256::digest(data)))).unwrap()
+    }
+
+    fn descriptor(data: &[u8]) -> Descriptor {
+        DescriptorBuilder::default()
+            .media_type(MediaType::ImageLayerGzip)
+            .digest(digest_of(data))
+            .size(data.len() as u64)
+            .build()
+            .unwrap()
+    }
+
+    fn files_in(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+
+    async fn store_blob(store: &Store, data: &[u8]) {
+        store.put_blob(&digest_of(data), data).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn verified_blob_is_stored_under_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = b"layer bytes";
+        let digest = digest_of(data);
+        let mut writer = store.blob_writer(&digest, data.len() as u64).await.unwrap();
+        writer.write(&data[..5]).await.unwrap();
+        writer.write(&data[5..]).await.unwrap();
+        writer.commit().await.unwrap();
+        assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), data);
+        assert!(
+            store
+                .blob_path(&digest)
+                .ends_with(format!("blobs/sha256/{}", digest.digest()))
+        );
+        assert!(store.has_blob(&digest, data.len() as u64));
+        assert!(files_in(&dir.path().join("tmp")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn digest_mismatch_stores_nothing_and_names_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let digest = digest_of(b"expected");
+        let mut writer = store.blob_writer(&digest, 8).await.unwrap();
+        writer.write(b"tampered").await.unwrap();
+        let err = writer.commit().await.unwrap_err();
+        assert!(err.to_string().contains(&digest.to_string()), "{err}");
+        assert!(!store.blob_path(&digest).exists());
+        assert!(files_in(&dir.path().join("tmp")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn oversized_and_short_content_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let digest = digest_of(b"abc");
+        let mut writer = store.blob_writer(&digest, 3).await.unwrap();
+        let err = writer.write(b"abcd").await.unwrap_err();
+        assert!(matches!(err, StoreError::SizeMismatch { actual: 4, .. }));
+        drop(writer);
+        let mut writer = store.blob_writer(&digest, 3).await.unwrap();
+        writer.write(b"ab").await.unwrap();
+        let err = writer.commit().await.unwrap_err();
+        assert!(matches!(err, StoreError::SizeMismatch { actual: 2, .. }));
+        assert!(!store.blob_path(&digest).exists());
+        assert!(files_in(&dir.path().join("tmp")).is_empty());
+    }
+
+    #[test]
+    fn open_removes_temp_files_of_dead_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let stale = dir
+            .path()
+            .join("tmp")
+            .join(format!("{}.x1.tmp", "a".repeat(64)));
+        fs::write(&stale, b"half a layer").unwrap();
+        // A live writer: holds the lock of its blob.
+        let live_hex = "b".repeat(64);
+        let live = dir.path().join("tmp").join(format!("{live_hex}.x2.tmp"));
+        fs::write(&live, b"being written").unwrap();
+        let lock_file =
+            open_lock_file(&store.locks_dir().join(format!("{live_hex}.lock"))).unwrap();
+        let held = Flock::lock(lock_file, FlockArg::LockExclusive).unwrap();
+
+        Store::open(dir.path()).unwrap();
+        assert!(!stale.exists(), "stale temp file was kept");
+        assert!(live.exists(), "a live writer's temp file was removed");
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn records_list_remove_and_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (manifest, config, shared, only_b) = (
+            b"manifest-a".as_slice(),
+            b"{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}"
+                .as_slice(),
+            b"shared layer".as_slice(),
+            b"layer only b needs".as_slice(),
+        );
+        for blob in [manifest, config, shared, only_b, b"manifest-b".as_slice()] {
+            store_blob(&store, blob).await;
+        }
+        let source_a = ImageSource::parse("registry.test/a:1").unwrap();
+        let record_a = ImageRecord {
+            reference: source_a.to_string(),
+            manifest_digest: digest_of(manifest),
+            manifest_media_type: MediaType::ImageManifest,
+            index_digest: None,
+            platform: Some("linux/amd64".into()),
+            config: descriptor(config),
+            layers: vec![descriptor(shared)],
+        };
+        let record_b = ImageRecord {
+            reference: "registry.test/b:1".into(),
+            manifest_digest: digest_of(b"manifest-b"),
+            layers: vec![descriptor(shared), descriptor(only_b)],
+            ..record_a.clone()
+        };
+        store.put_image(&record_a).unwrap();
+        store.put_image(&record_b).unwrap();
+
+        assert_eq!(store.image(&source_a).unwrap().as_ref(), Some(&record_a));
+        let listed: Vec<_> = store
+            .images()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.reference)
+            .collect();
+        assert_eq!(listed, ["registry.test/a:1", "registry.test/b:1"]);
+        let parsed = store.read_config(&record_a).unwrap();
+        assert_eq!(parsed.os().to_string(), "linux");
+
+        // Nothing to prune while both are referenced.
+        assert_eq!(store.prune().await.unwrap(), PruneReport::default());
+
+        let source_b = ImageSource::parse("registry.test/b:1").unwrap();
+        assert_eq!(store.remove_image(&source_b).unwrap(), Some(record_b));
+        assert_eq!(store.remove_image(&source_b).unwrap(), None);
+        let report = store.prune().await.unwrap();
+        assert_eq!(
+            report.blobs_removed, 2,
+            "manifest-b and the layer only b needs"
+        );
+        assert_eq!(
+            report.bytes_freed,
+            (b"manifest-b".len() + only_b.len()) as u64
+        );
+        assert!(!store.blob_path(&digest_of(only_b)).exists());
+        assert!(store.blob_path(&digest_of(shared)).exists());
+        assert!(store.read_config(&record_a).is_ok());
+        let locks: Vec<_> = files_in(&dir.path().join("locks"));
+        assert_eq!(
+            locks,
+            [dir.path().join("locks/store.lock")],
+            "blob lock files kept"
+        );
+    }
+
+    #[test]
+    fn record_naming_a_missing_blob_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let record = ImageRecord {
+            reference: "registry.test/a:1".into(),
+            manifest_digest: digest_of(b"m"),
+            manifest_media_type: MediaType::ImageManifest,
+            index_digest: None,
+            platform: None,
+            config: descriptor(b"c"),
+            layers: vec![],
+        };
+        let err = store.put_image(&record).unwrap_err();
+        assert!(
+            err.to_string().contains(&digest_of(b"m").to_string()),
+            "{err}"
+        );
+        assert!(store.images().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_of_one_blob_serialize_on_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = vec![7u8; 100_000];
+        let digest = digest_of(&data);
+        let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (store, data, digest, writes) =
+                (store.clone(), data.clone(), digest.clone(), writes.clone());
+            tasks.push(tokio::spawn(async move {
+                let _lock = store.lock_blob(&digest).await.unwrap();
+                if store.has_blob(&digest, data.len() as u64) {
+                    return;
+                }
+                writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut w = store.blob_writer(&digest, data.len() as u64).await.unwrap();
+                w.write(&data).await.unwrap();
+                w.commit().await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(writes.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), data);
+    }
+}
