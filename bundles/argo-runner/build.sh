@@ -5,6 +5,9 @@
 #
 #   bundles/argo-runner/build.sh LAYOUT_DIR [TAG]     # prints the manifest digest
 #
+# PROFILE=dev builds an unoptimised runner (quicker, for trying the recipe out);
+# the published image uses the default, release.
+#
 # The runner is linked statically (glibc with crt-static), so the image holds
 # nothing but /argo-runner. Push it with skopeo, for example:
 #   skopeo copy --dest-tls-verify=false oci:LAYOUT_DIR:TAG docker://127.0.0.1:5000/argo-runner:TAG
@@ -25,8 +28,12 @@ export CARGO_PROFILE_RELEASE_STRIP=symbols
 
 # With an explicit --target, RUSTFLAGS apply to the runner only, not to build
 # scripts, and the output lands apart from the ordinary target/ builds.
-cargo build --locked --release --target "$target" -p argo-runner
-binary=target/$target/release/argo-runner
+profile=${PROFILE:-release}
+cargo build --locked --profile "$profile" --target "$target" -p argo-runner
+case $profile in
+    dev) binary=target/$target/debug/argo-runner ;;
+    *) binary=target/$target/$profile/argo-runner ;;
+esac
 
 # A dynamically linked binary would not start in an image without libc. (ldd
 # cannot tell: it calls a static-pie binary "statically linked" and succeeds.)
@@ -37,7 +44,8 @@ fi
 
 executor=${EXECUTOR:-}
 if [ -z "$executor" ]; then
-    cargo build --locked -p executor
+    # A host build: without the runner's static-linking flags (proc-macros cannot link statically).
+    env -u RUSTFLAGS cargo build --locked -p executor
     executor=target/debug/executor
 fi
 "$executor" pack --layout "$layout" --tag "$tag" \
