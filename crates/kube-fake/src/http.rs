@@ -228,7 +228,7 @@ fn route(shared: &Shared, request: &Request) -> Result<Reply, ApiError> {
             "the server could not find the requested resource",
         ));
     };
-    let dry_run = match request.param("dryRun") {
+    let mut dry_run = match request.param("dryRun") {
         None => false,
         Some("All") => true,
         Some(other) => {
@@ -284,7 +284,23 @@ fn route(shared: &Shared, request: &Request) -> Result<Reply, ApiError> {
                 store.patch(resource, namespace, name, &patch, true, dry_run)?,
             )
         }
-        ([name], "DELETE") => Reply::Json(200, store.delete(resource, namespace, name, dry_run)?),
+        ([name], "DELETE") => {
+            // Clients (kube among them) send DeleteOptions as the body, dryRun included.
+            let options = if request.body.is_empty() {
+                Value::Null
+            } else {
+                json_body(request)?
+            };
+            let body_dry_run = options["dryRun"]
+                .as_array()
+                .is_some_and(|modes| modes.iter().any(|m| m == "All"));
+            dry_run |= body_dry_run;
+            let precondition = options["preconditions"]["resourceVersion"].as_str();
+            Reply::Json(
+                200,
+                store.delete(resource, namespace, name, precondition, dry_run)?,
+            )
+        }
         ([] | [_] | [_, "status"], _) => {
             return Err(ApiError::new(
                 405,

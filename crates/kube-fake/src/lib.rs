@@ -13,8 +13,10 @@
 //! on a stale resourceVersion, merge patches and the status subresource.
 //! It serves two resources: Argo `Workflow`s and core `Secret`s ([`Resource`]).
 //!
-//! Caveats: no authentication, no label selectors, no strategic merge or JSON
-//! patches (answered with `415`), no admission or schema validation of Workflows.
+//! Caveats: namespaced paths only (no cluster-wide lists), no discovery, no
+//! authentication, no label selectors, no strategic merge or JSON patches
+//! (answered with `415`), no admission or schema validation of Workflows,
+//! bookmarks only when a watch reaches its `timeoutSeconds`.
 //!
 //! Tests act as other controllers through the direct methods ([`FakeApiServer::set_status`],
 //! [`FakeApiServer::delete`], [`FakeApiServer::compact`], ...).
@@ -251,7 +253,10 @@ impl FakeApiServer {
         namespace: &str,
         name: &str,
     ) -> Result<Value, ApiError> {
-        let deleted = self.shared.lock().delete(resource, namespace, name, false);
+        let deleted = self
+            .shared
+            .lock()
+            .delete(resource, namespace, name, None, false);
         self.shared.notify_changed();
         deleted
     }

@@ -184,7 +184,8 @@ pub struct RecordedRequest {
     pub method: String,
     /// Path without the query string.
     pub path: String,
-    /// Raw query string, empty when there was none.
+    /// Query string, percent-decoded (`fieldSelector=metadata.name=x&watch=true`),
+    /// empty when there was none.
     pub query: String,
 }
 
@@ -434,16 +435,23 @@ impl Store {
         Ok(self.commit(resource, namespace, name, object, EventType::Modified))
     }
 
-    /// Deletes an object and returns it as it was last stored.
+    /// Deletes an object and returns it as it was last stored; with a
+    /// `precondition` resourceVersion, only if it still is that version.
     pub(crate) fn delete(
         &mut self,
         resource: Resource,
         namespace: &str,
         name: &str,
+        precondition: Option<&str>,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         let key = Self::key(resource, namespace, name);
         let object = self.get(resource, namespace, name)?;
+        if let Some(rv) = precondition
+            && object["metadata"]["resourceVersion"] != rv
+        {
+            return Err(ApiError::conflict(resource, name));
+        }
         if dry_run {
             return Ok(object);
         }

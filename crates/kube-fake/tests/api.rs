@@ -462,3 +462,87 @@ fn a_background_server_serves_a_blocking_caller() {
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(response.contains("\"name\":\"s\""), "{response}");
 }
+
+#[tokio::test]
+async fn dry_run_patch_and_delete_change_nothing() {
+    let server = FakeApiServer::start().await.unwrap();
+    let api = workflows(client(&server).await);
+    api.create(&PostParams::default(), &workflow("wf-keep"))
+        .await
+        .unwrap();
+    let rv = server.resource_version();
+    let dry_patch = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let answered = api
+        .patch(
+            "wf-keep",
+            &dry_patch,
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answered.metadata.labels.unwrap()["x"], "y");
+    let dry_delete = DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    api.delete("wf-keep", &dry_delete).await.unwrap();
+    let stored = server.get(Resource::Workflows, NS, "wf-keep").unwrap();
+    assert!(stored["metadata"]["labels"].get("x").is_none());
+    assert_eq!(server.resource_version(), rv);
+}
+
+#[tokio::test]
+async fn unsupported_patch_types_and_foreign_namespaces_are_refused() {
+    let server = FakeApiServer::start().await.unwrap();
+    let api = workflows(client(&server).await);
+    api.create(&PostParams::default(), &workflow("wf-p"))
+        .await
+        .unwrap();
+    let json_patch: Patch<()> = Patch::Json(serde_json::from_value(json!([])).unwrap());
+    let status = api_error(
+        api.patch("wf-p", &PatchParams::default(), &json_patch)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 415);
+    let mut elsewhere = workflow("wf-x");
+    elsewhere.metadata.namespace = Some("other".into());
+    let status = api_error(
+        api.create(&PostParams::default(), &elsewhere)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 400);
+    assert!(status.message.contains("namespace"), "{status:?}");
+}
+
+#[tokio::test]
+async fn delete_with_a_stale_precondition_is_conflict() {
+    let server = FakeApiServer::start().await.unwrap();
+    let api = workflows(client(&server).await);
+    let created = api
+        .create(&PostParams::default(), &workflow("wf-pre"))
+        .await
+        .unwrap();
+    server
+        .set_status(
+            Resource::Workflows,
+            NS,
+            "wf-pre",
+            json!({"phase": "Running"}),
+        )
+        .unwrap();
+    let stale = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: created.metadata.resource_version,
+            uid: None,
+        }),
+        ..Default::default()
+    };
+    let status = api_error(api.delete("wf-pre", &stale).await.unwrap_err());
+    assert_eq!(status.code, 409);
+    assert!(server.get(Resource::Workflows, NS, "wf-pre").is_some());
+}
