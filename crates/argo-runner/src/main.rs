@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
     let runner = ArgoRunner::infer();
     let connect = runner.clone();
     runner::main_with(runner, |manager, _config| async move {
-        // Fail before reading the inputs when no cluster can be reached at all.
+        // Fail before reading the inputs when no cluster configuration can be found.
         connect.connect().await?;
         Ok(manager)
     })
