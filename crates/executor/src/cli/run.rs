@@ -99,23 +99,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         .timeout
         .or(context.as_ref().map(|c| c.timeout))
         .and_then(GoDuration::as_limit);
-    let reporter = match &args.status_reporter {
-        ReporterKind::None => Reporter::None,
-        ReporterKind::Stdout => Reporter::Stdout,
-        ReporterKind::File(path) => Reporter::File(path.clone()),
-        ReporterKind::K8sSecret => anyhow::bail!(
-            "status reporter k8s-secret is not available in this build \
-             (it needs the runner SDK's Kubernetes Secret reporter)"
-        ),
-    };
-    let opts = RunOptions {
+    let reporter_kind = args.status_reporter.clone();
+    let kubeconfig = args.process.kubeconfig.clone();
+    let mut opts = RunOptions {
         runtime: args.runtime.clone(),
         lifecycle: LifecycleOptions {
             timeout,
             stop_timeout: args.stop_timeout.0,
         },
         output_dir: args.output_dir.clone(),
-        reporter,
+        reporter: Reporter::None,
     };
     let prepare: Box<dyn Prepare> = match (&args.bundle, &args.image) {
         (Some(bundle), _) => Box::new(ExistingBundle(bundle.clone())),
@@ -124,6 +117,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let root = global.root.clone();
     let result = super::block_on(async move {
+        opts.reporter = reporter(reporter_kind, context, kubeconfig.as_deref()).await?;
         let stop = lifecycle::Stop::new();
         lifecycle::forward_termination_signals(&stop)
             .context("while installing signal handlers")?;
@@ -133,6 +127,44 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     })??;
     // Exit statuses are one byte; runner exit codes and 124 already fit.
     Ok(ExitCode::from((result.exit_code & 0xff) as u8))
+}
+
+/// The reporter the flags chose. The Kubernetes Secret reporter talks to the API
+/// server of `--kubeconfig` if given, else of the usual inference (`KUBECONFIG`,
+/// `~/.kube/config`, in-cluster), and needs the context (it names the Secret).
+async fn reporter(
+    kind: ReporterKind,
+    context: Option<runner::Context>,
+    kubeconfig: Option<&std::path::Path>,
+) -> anyhow::Result<Reporter> {
+    use runner::k8s_secret::K8sSecretReporter;
+    Ok(match kind {
+        ReporterKind::None => Reporter::None,
+        ReporterKind::Stdout => Reporter::Stdout,
+        ReporterKind::File(path) => Reporter::File(path),
+        ReporterKind::K8sSecret => {
+            let context = context.context("--status-reporter k8s-secret needs --context")?;
+            let reporter = match kubeconfig {
+                Some(path) => {
+                    let config = kube::config::Kubeconfig::read_from(path)
+                        .with_context(|| format!("while reading kubeconfig {}", path.display()))?;
+                    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+                        .await
+                        .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
+                    let client = kube::Client::try_from(config)
+                        .context("while creating the Kubernetes client")?;
+                    K8sSecretReporter::new(client)
+                }
+                None => K8sSecretReporter::try_default()
+                    .await
+                    .context("while creating the Kubernetes client")?,
+            };
+            Reporter::Sdk {
+                reporter: Box::new(reporter),
+                context,
+            }
+        }
+    })
 }
 
 /// The pull + snapshot + bundle stages for `image`, from the flags.
