@@ -7,7 +7,7 @@
 # Usage (as root, after the README's set-up):  tests/bench/run.sh
 # Knobs (environment): ROUNDS (warm rounds, 10), COLD_ROUNDS (3), BIG_MB (200),
 # SMALL_FILES (20000), CONCURRENT (16), BENCH_DIR (/dev/shm/executor-bench),
-# KEEP=1 keeps BENCH_DIR for inspection.
+# CASES ("1 2 3 4 6": which cases to run; 5 comes with 2), KEEP=1 keeps BENCH_DIR.
 #
 # Commands of each case are interleaved round by round (A B C, A B C, ...) and compared by
 # their medians, so that load from other users of the machine hits them alike.
@@ -18,6 +18,8 @@ COLD_ROUNDS=${COLD_ROUNDS:-3}
 BIG_MB=${BIG_MB:-200}
 SMALL_FILES=${SMALL_FILES:-20000}
 CONCURRENT=${CONCURRENT:-16}
+CASES=" ${CASES:-1 2 3 4 6} "
+want() { [[ $CASES == *" $1 "* ]]; }
 W=${BENCH_DIR:-/dev/shm/executor-bench}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
@@ -215,6 +217,7 @@ printf 'name: bench\ndryRun: false\ntimeout: 0s\nplatform:\n  namespace: default
 echo '{}' >"$ARGS"
 
 # ---------------------------------------------------------------- case 1: warm start
+if want 1; then
 log "case 1: warm start (${ROUNDS} rounds)"
 WR=$W/warm-root
 "$EXE" --root "$WR" pull "$SMALL_IMG" >/dev/null 2>&1
@@ -231,8 +234,10 @@ if [ $RUN_IMAGES = 1 ]; then
 else
     interleave "$ROUNDS" runc podman
 fi
+fi
 
 # ---------------------------------------------------------------- case 2 + 5: cold large image
+if want 2; then
 log "case 2: cold start of the large image (${COLD_ROUNDS} rounds)"
 prep_cold_exec() { rm -rf "$W/cold-root"; }
 if [ $RUN_IMAGES = 1 ]; then
@@ -265,8 +270,10 @@ bench_cold_podman() {
 }
 interleave "$COLD_ROUNDS" cold_exec cold_skopeo cold_podman
 PEAK_KB=$(cat "$W"/rss.* | sort -n | tail -1)
+fi
 
 # ---------------------------------------------------------------- case 3: unpack alone
+if want 3; then
 log "case 3: unpack alone vs tar -xzf (${COLD_ROUNDS} rounds, each layer of the large image)"
 prep_unpack_exec() { rm -rf "$W/un"; mkdir -p "$W/un"; }
 bench_unpack_exec() {
@@ -278,8 +285,10 @@ bench_unpack_tar() {
 }
 interleave "$COLD_ROUNDS" unpack_exec unpack_tar
 rm -rf "$W/un" "$W/ut"
+fi
 
 # ---------------------------------------------------------------- case 4: pull alone
+if want 4; then
 log "case 4: pull alone vs parallel curl of the same blobs (${COLD_ROUNDS} rounds)"
 BLOBS=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://$REG/v2/bench/large/manifests/v1" | jq -r '.config.digest, .layers[].digest')
@@ -296,8 +305,10 @@ bench_pull_curl() {
 }
 interleave "$COLD_ROUNDS" pull_exec pull_curl
 rm -rf "$W/pull-root" "$W/curl"
+fi
 
 # ---------------------------------------------------------------- case 6: concurrent cold runs
+if want 6; then
 log "case 6: ${CONCURRENT} concurrent cold runs of the large image from one empty store"
 rm -rf "$W/conc-root"
 : >"$W/registry/log.before"
@@ -329,6 +340,7 @@ FETCHES=$(tail -n +"$(( $(wc -l <"$W/registry/log.before") + 1 ))" "$W/registry/
     grep -oE '"GET /v2/bench/large/blobs/sha256:[0-9a-f]+ HTTP/[0-9.]+" 20[06]' |
     grep -oE 'sha256:[0-9a-f]+' | sort | uniq -c | awk '{print $1}' | sort -n | uniq | tr '\n' ' ')
 log "concurrent: ${MED[concurrent]} s, ${FAILED} failed, fetches per blob: ${FETCHES}"
+fi
 
 # ---------------------------------------------------------------- report
 row() { printf '| %-58s | %9s | %-22s | %-4s |\n' "$1" "$2" "$3" "$4"; }
@@ -339,24 +351,34 @@ echo "executor $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null), release bui
 echo
 row "case" "ratio" "target" "met"
 row "---" "---" "---" "---"
-if [ $RUN_IMAGES = 1 ]; then
+if want 1 && [ $RUN_IMAGES = 1 ]; then
     r=$(ratio exec_embedded runc); row "1 warm: executor run (embedded) / runc run of a bundle" "$r" "<= 1.25" "$(met "$r" "<=" 1.25)"
     r=$(ratio exec_runc runc); row "1 warm: executor run --runtime runc / runc run" "$r" "<= 1.25" "$(met "$r" "<=" 1.25)"
     r=$(ratio exec_embedded podman); row "1 warm: executor run (embedded) / podman run" "$r" "<= 0.25" "$(met "$r" "<=" 0.25)"
-else
+elif want 1; then
     row "1 warm: executor run (needs the run issue)" "n/a" "<= 1.25 runc" "n/a"
     r=$(ratio runc podman); row "1 warm: runc run of a bundle / podman run (reference)" "$r" "(no target)" "-"
 fi
-r=$(ratio cold_skopeo cold_exec); row "2 cold large: skopeo+umoci+runc / executor (speed-up)" "$r" ">= 5" "$(met "$r" ">=" 5)"
-r=$(ratio cold_podman cold_exec); row "2 cold large: podman pull+run / executor (speed-up)" "$r" "> 1" "$(met "$r" ">=" 1.0001)"
-r=$(ratio unpack_exec unpack_tar); row "3 unpack: executor / tar -xzf" "$r" "<= 1.25" "$(met "$r" "<=" 1.25)"
-r=$(ratio pull_curl pull_exec); row "4 pull: throughput executor / parallel curl" "$r" ">= 0.8" "$(met "$r" ">=" 0.8)"
-mib=$(awk -v k="$PEAK_KB" 'BEGIN {printf "%.1f", k/1024}')
-row "5 peak RSS of the executor in case 2 (MiB)" "$mib" "<= 64" "$(met "$mib" "<=" 64)"
-r=$(ratio concurrent cold_exec); row "6 ${CONCURRENT} concurrent cold / one cold run (wall)" "$r" "<= 2" "$(met "$r" "<=" 2)"
-once=$([ "$FETCHES" = "1 " ] && echo yes || echo NO)
-row "6 fetches per blob (registry access log)" "${FETCHES% }" "1 each" "$once"
-[ "$FAILED" = 0 ] || row "6 failed concurrent runs" "$FAILED" "0" "NO"
+if want 2; then
+    r=$(ratio cold_skopeo cold_exec); row "2 cold large: skopeo+umoci+runc / executor (speed-up)" "$r" ">= 5" "$(met "$r" ">=" 5)"
+    r=$(ratio cold_podman cold_exec); row "2 cold large: podman pull+run / executor (speed-up)" "$r" "> 1" "$(met "$r" ">=" 1.0001)"
+    mib=$(awk -v k="$PEAK_KB" 'BEGIN {printf "%.1f", k/1024}')
+    row "5 peak RSS of the executor in case 2 (MiB)" "$mib" "<= 64" "$(met "$mib" "<=" 64)"
+fi
+if want 3; then
+    r=$(ratio unpack_exec unpack_tar); row "3 unpack: executor / tar -xzf" "$r" "<= 1.25" "$(met "$r" "<=" 1.25)"
+fi
+if want 4; then
+    r=$(ratio pull_curl pull_exec); row "4 pull: throughput executor / parallel curl" "$r" ">= 0.8" "$(met "$r" ">=" 0.8)"
+fi
+if want 6 && want 2; then
+    r=$(ratio concurrent cold_exec); row "6 ${CONCURRENT} concurrent cold / one cold run (wall)" "$r" "<= 2" "$(met "$r" "<=" 2)"
+fi
+if want 6; then
+    once=$([ "$FETCHES" = "1 " ] && echo yes || echo NO)
+    row "6 fetches per blob (registry access log)" "${FETCHES% }" "1 each" "$once"
+    [ "$FAILED" = 0 ] || row "6 failed concurrent runs" "$FAILED" "0" "NO"
+fi
 echo
 echo "medians (s): $(for k in "${!MED[@]}"; do printf '%s=%s ' "$k" "${MED[$k]}"; done)"
 [ $RUN_IMAGES = 1 ] || echo "note: 'executor' in cases 2 and 6 is executor pull + executor bundle + runc run"
