@@ -2,15 +2,17 @@
 #![deny(missing_docs)]
 
 pub mod binary;
+pub mod check;
 pub mod image;
 pub mod proxy;
 pub mod registry;
 pub mod token;
 
 pub use binary::executor_bin;
+pub use check::{StoreReport, verify_store};
 pub use image::{
     BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, write_image, write_index,
 };
-pub use proxy::{Fault, FaultProxy};
+pub use proxy::{Fault, FaultProxy, Times};
 pub use registry::{ManifestFormat, Registry, RegistryConfig, TokenAuth, push_layout};
 pub use token::TokenServer;
