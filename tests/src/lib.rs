@@ -6,6 +6,7 @@ pub mod check;
 pub mod image;
 pub mod proxy;
 pub mod registry;
+pub mod tmpfs;
 pub mod token;
 
 pub use binary::executor_bin;
@@ -15,4 +16,5 @@ pub use image::{
 };
 pub use proxy::{Fault, FaultProxy, Times};
 pub use registry::{ManifestFormat, Registry, RegistryConfig, TokenAuth, push_layout};
+pub use tmpfs::Tmpfs;
 pub use token::TokenServer;

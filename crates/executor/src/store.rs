@@ -37,6 +37,19 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The store's file system is full (or the user's quota is used up); what was being
+    /// written was removed again, and nothing stored before was touched.
+    #[error(
+        "no space left on device for the store: {action} {path} (free space under {root} or prune images)"
+    )]
+    NoSpace {
+        /// What was being done (`writing`, ...).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The store root (the file system to free space on).
+        root: PathBuf,
+    },
     /// A lock file could not be locked.
     #[error("locking {path}")]
     Lock {
@@ -91,11 +104,32 @@ pub enum StoreError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_owned(),
-        source,
+    move |source| match source.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => StoreError::NoSpace {
+            action,
+            path: path.to_owned(),
+            root: store_root_of(path),
+        },
+        _ => StoreError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        },
     }
+}
+
+/// The store root a store path lies under (`<root>/blobs/sha256/x` -> `<root>`), for
+/// messages; the path itself when it is not recognisably inside a store.
+fn store_root_of(path: &Path) -> PathBuf {
+    path.ancestors()
+        .find(|a| {
+            a.file_name().is_some_and(|n| {
+                ["blobs", "tmp", "images", "locks"].contains(&&*n.to_string_lossy())
+            })
+        })
+        .and_then(Path::parent)
+        .unwrap_or(path)
+        .to_owned()
 }
 
 /// What the store knows about one pulled image reference.
