@@ -2,7 +2,12 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod bundle;
+pub mod pack;
 pub mod pull;
 pub mod reference;
+pub mod snapshot;
 pub mod source;
 pub mod store;
+pub mod unpack;
+pub mod user;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The README's first command: build the sample runner image, run it with
+# `executor run` from the local OCI layout on the embedded runtime, and show its
+# output, its artifacts and its status. Run as root.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+echo "== building the sample runner image"
+digest="$("$here/build.sh")"
+echo "image: oci-layout:$here/layout:latest ($digest)"
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+echo "== executor run"
+"$root/target/debug/executor" run "oci-layout:$here/layout:latest" \
+    --context "$here/context.yaml" \
+    --args "$here/args.yaml" \
+    --output-dir "$out" \
+    --status-reporter stdout
+echo "== artifacts in --output-dir"
+for f in "$out"/*; do
+    echo "--- $(basename "$f")"
+    cat "$f"
+done

@@ -1,0 +1,999 @@
+//! Prepare an OCI runtime bundle for one run: `config.json`, the writable `rootfs`, the
+//! runner's input files and its output and status directories.
+//!
+//! Layout of a bundle directory:
+//!
+//! | path | what | in the container |
+//! |---|---|---|
+//! | `config.json` | the OCI runtime spec | |
+//! | `rootfs/` | overlay over the snapshots (upper in `upper/`, `work/`) | `/` |
+//! | `inputs/context`, `inputs/args` | copies of the runner inputs, mode 0600, owned by the process user | `/runner-context`, `/runner-args` (read-only) |
+//! | `inputs/kubeconfig`, `inputs/kube/` | optional kubeconfig with its certificate files | `/etc/runner/kubeconfig`, `/etc/runner/kube/` (read-only) |
+//! | `out/` | artifacts | `/out` (writable) |
+//! | `status/` | the SDK's file reporter writes `status.json` here | `/run/runner` (writable) |
+//!
+//! The spec follows the secure defaults of containerd and runc's `runc spec`: new PID, IPC,
+//! UTS and mount namespaces, a network namespace unless host networking is asked for, the 14
+//! default capabilities and no more, `noNewPrivileges`, runc's masked and read-only paths, a
+//! device cgroup that denies all but the standard devices, `RLIMIT_NOFILE` 1024. The cgroups
+//! path is left to the runtime, and a seccomp filter denies the syscalls in
+//! [`DENIED_SYSCALLS`] (a deny list: lighter than Docker's allow-list profile).
+
+use crate::snapshot::{self, RootfsMount, SnapshotError};
+use crate::user::{self, ResolvedUser, UserError};
+use oci_spec::OciSpecError;
+use oci_spec::image::ImageConfiguration;
+use oci_spec::runtime::{
+    Arch, Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction,
+    LinuxSeccompBuilder, LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+
+/// Where the runner context file appears in the container.
+pub const CONTEXT_PATH: &str = "/runner-context";
+/// Where the runner args file appears in the container.
+pub const ARGS_PATH: &str = "/runner-args";
+/// The container's writable artifact directory.
+pub const OUT_PATH: &str = "/out";
+/// The directory the runner's status file is written to in the container.
+pub const STATUS_DIR: &str = "/run/runner";
+/// The status file path given to the runner (`RUNNER_STATUS_PATH`).
+pub const STATUS_PATH: &str = "/run/runner/status.json";
+/// Where an optional kubeconfig appears in the container (`KUBECONFIG`).
+pub const KUBECONFIG_PATH: &str = "/etc/runner/kubeconfig";
+/// Where the certificate files a kubeconfig references appear in the container.
+pub const KUBE_FILES_DIR: &str = "/etc/runner/kube";
+/// `PATH` when the image sets none (Docker's default).
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The capabilities containerd and Docker grant by default, and the only ones a runner gets.
+pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Paths hidden from the container (runc's defaults plus containerd's powercap).
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths mounted read-only in the container (runc's defaults).
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Syscalls the default seccomp filter refuses with `EPERM` (everything else is allowed).
+///
+/// A deny list, not Docker's allow list: it keeps every runner working while closing the
+/// kernel interfaces that container escapes and privilege escalations have used most and
+/// that a runner has no business calling (module loading, kexec, bpf, perf, userfaultfd,
+/// io_uring, the keyring, file handles, namespaces and mounts, clock and swap changes).
+/// Names a kernel or libseccomp does not know are skipped by runc, crun and youki.
+pub const DENIED_SYSCALLS: [&str; 33] = [
+    "acct",
+    "add_key",
+    "adjtimex",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "delete_module",
+    "finit_module",
+    "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "perf_event_open",
+    "pivot_root",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "umount2",
+    "unshare",
+];
+
+/// Errors while preparing or cleaning up a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file or directory of the bundle could not be written or read.
+    #[error("cannot {op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The bundle directory exists and is not empty: a bundle never overwrites one.
+    #[error("bundle directory {0} exists and is not empty")]
+    NotEmpty(PathBuf),
+    /// The root file system could not be made (or removed).
+    #[error("cannot prepare the root file system")]
+    Rootfs(#[from] SnapshotError),
+    /// The process user could not be resolved in the image.
+    #[error("cannot resolve the process user")]
+    User(#[from] UserError),
+    /// Neither the options nor the image config give a command.
+    #[error("no command: the image has no Entrypoint or Cmd and none was given")]
+    NoCommand,
+    /// An option is invalid.
+    #[error("invalid option {field}: {reason}")]
+    InvalidOption {
+        /// The option.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The kubeconfig cannot be read or rewritten.
+    #[error("kubeconfig {path}: {reason}")]
+    Kubeconfig {
+        /// The host kubeconfig file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// oci-spec rejected the generated spec.
+    #[error("cannot build the runtime spec")]
+    Spec(#[from] OciSpecError),
+    /// Preparing failed, and so did removing what was already made.
+    #[error("{error} (and cleaning up failed: {cleanup})")]
+    Cleanup {
+        /// The original failure.
+        error: Box<BundleError>,
+        /// The cleanup failure.
+        cleanup: Box<BundleError>,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BundleError + 'a {
+    move |source| BundleError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Whether the container gets its own network namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// A new, empty network namespace (loopback only): the default.
+    #[default]
+    None,
+    /// The host's network namespace; the host's `/etc/resolv.conf` and `/etc/hosts` are
+    /// mounted read-only. Needed by runners that talk to an API server.
+    Host,
+}
+
+/// An extra bind mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Host path.
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub destination: PathBuf,
+    /// Mount read-only.
+    pub read_only: bool,
+}
+
+/// What a run may change about the image's defaults, and the runner's inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleOptions {
+    /// The runner context file on the host (copied into the bundle).
+    pub context_file: PathBuf,
+    /// The runner args file on the host (copied into the bundle).
+    pub args_file: PathBuf,
+    /// Replaces the image's `Entrypoint`; as with Docker, it also drops the image's `Cmd`.
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's `Cmd`.
+    pub cmd: Option<Vec<String>>,
+    /// `KEY=VALUE` pairs added to (or replacing) the image's `Env`.
+    pub env: Vec<String>,
+    /// Replaces the image's `User` (`name`, `uid`, `user:group`, `uid:gid`).
+    pub user: Option<String>,
+    /// Replaces the image's `WorkingDir` (absolute).
+    pub workdir: Option<String>,
+    /// Network namespace choice.
+    pub network: Network,
+    /// Mount the root file system read-only (`/out` and `/run/runner` stay writable).
+    pub readonly_rootfs: bool,
+    /// Memory limit in bytes.
+    pub memory_limit: Option<i64>,
+    /// Maximum number of processes.
+    pub pids_limit: Option<i64>,
+    /// Extra bind mounts.
+    pub mounts: Vec<BindMount>,
+    /// A kubeconfig to hand to the runner, with the certificate files it references.
+    pub kubeconfig: Option<PathBuf>,
+    /// The container's host name.
+    pub hostname: String,
+    /// Install the default seccomp filter ([`DENIED_SYSCALLS`]); on by default.
+    pub seccomp: bool,
+}
+
+impl BundleOptions {
+    /// Options with the image's defaults and the secure defaults for everything else.
+    pub fn new(context_file: impl Into<PathBuf>, args_file: impl Into<PathBuf>) -> Self {
+        Self {
+            context_file: context_file.into(),
+            args_file: args_file.into(),
+            entrypoint: None,
+            cmd: None,
+            env: Vec::new(),
+            user: None,
+            workdir: None,
+            network: Network::None,
+            readonly_rootfs: false,
+            memory_limit: None,
+            pids_limit: None,
+            mounts: Vec::new(),
+            kubeconfig: None,
+            hostname: "runner".to_owned(),
+            seccomp: true,
+        }
+    }
+}
+
+/// A prepared bundle directory. The root file system stays mounted until
+/// [`Bundle::cleanup`].
+#[derive(Debug)]
+pub struct Bundle {
+    dir: PathBuf,
+    rootfs: Option<RootfsMount>,
+    spec: Spec,
+}
+
+impl Bundle {
+    /// Writes a bundle for an image into `dir` (must be absent or empty; its mode becomes
+    /// 0700): mounts the root file system over `lowers` (snapshot directories, bottom first),
+    /// resolves the user in it, copies the inputs and writes `config.json`. On failure,
+    /// everything made so far is removed again (`dir` too, if this call created it).
+    pub fn prepare(
+        config: &ImageConfiguration,
+        lowers: &[PathBuf],
+        dir: &Path,
+        opts: &BundleOptions,
+    ) -> Result<Bundle, BundleError> {
+        check_options(opts)?;
+        let created = match fs::read_dir(dir) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(BundleError::NotEmpty(dir.to_owned()));
+                }
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+                true
+            }
+            Err(e) => return Err(io_err("read directory", dir)(e)),
+        };
+        // config.json and inputs/ may hold secrets (env, args, kubeconfig). The container
+        // reaches its rootfs and binds through mounts, not through this path, so 0700 costs
+        // it nothing.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("set mode of", dir))?;
+        let mut bundle = Bundle {
+            dir: dir.to_owned(),
+            rootfs: None,
+            spec: Spec::default(),
+        };
+        match bundle.fill(config, lowers, opts) {
+            Ok(()) => Ok(bundle),
+            Err(error) => match bundle.remove_contents().and_then(|()| {
+                // A directory this call created goes too; one the caller made stays.
+                if created {
+                    fs::remove_dir(dir).map_err(io_err("remove", dir))?;
+                }
+                Ok(())
+            }) {
+                Ok(()) => Err(error),
+                Err(cleanup) => Err(BundleError::Cleanup {
+                    error: Box::new(error),
+                    cleanup: Box::new(cleanup),
+                }),
+            },
+        }
+    }
+
+    fn fill(
+        &mut self,
+        config: &ImageConfiguration,
+        lowers: &[PathBuf],
+        opts: &BundleOptions,
+    ) -> Result<(), BundleError> {
+        let dir = self.dir.clone();
+        let inputs = dir.join("inputs");
+        let out = dir.join("out");
+        let status = dir.join("status");
+        mkdir(&inputs, 0o700)?;
+        mkdir(&out, 0o755)?;
+        mkdir(&status, 0o755)?;
+
+        let rootfs = snapshot::mount_rootfs(lowers, &dir)?;
+        let image = config.config().clone().unwrap_or_default();
+        let user_spec = opts
+            .user
+            .clone()
+            .or_else(|| image.user().clone())
+            .unwrap_or_default();
+        let user = user::resolve(rootfs.path(), &user_spec)?;
+        self.rootfs = Some(rootfs);
+
+        // The runner reads its inputs and writes its results as the image's user.
+        let owned = |path: &Path| {
+            chown(path, Some(user.uid), Some(user.gid)).map_err(io_err("set owner of", path))
+        };
+        let context = inputs.join("context");
+        let args = inputs.join("args");
+        copy_private(&opts.context_file, &context)?;
+        owned(&context)?;
+        copy_private(&opts.args_file, &args)?;
+        owned(&args)?;
+        owned(&out)?;
+        owned(&status)?;
+
+        let kube = match &opts.kubeconfig {
+            Some(path) => {
+                let kube_dir = inputs.join("kube");
+                mkdir(&kube_dir, 0o755)?;
+                let written = stage_kubeconfig(path, &inputs.join("kubeconfig"), &kube_dir)?;
+                for file in written.iter().chain([&inputs.join("kubeconfig")]) {
+                    owned(file)?;
+                }
+                true
+            }
+            None => false,
+        };
+
+        self.spec = build_spec(&image, &user, &dir, opts, kube)?;
+        let config_path = dir.join("config.json");
+        let json = serde_json::to_vec_pretty(&self.spec)
+            .map_err(|e| io_err("serialize", &config_path)(io::Error::other(e)))?;
+        write_private(&config_path, &json)?;
+        tracing::debug!(bundle = %dir.display(), uid = user.uid, gid = user.gid, "bundle prepared");
+        Ok(())
+    }
+
+    /// The bundle directory (what `runc run -b` takes).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The generated runtime spec (as written to `config.json`).
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// `config.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    /// The root file system (`rootfs/`).
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// The host side of the container's `/out`.
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.join("out")
+    }
+
+    /// The host side of `RUNNER_STATUS_PATH`: read it after the run.
+    pub fn status_file(&self) -> PathBuf {
+        self.dir.join("status").join("status.json")
+    }
+
+    /// Leaves the bundle in place, root file system mounted, for whoever removes it later
+    /// ([`snapshot::cleanup_rootfs`] on the directory, then delete it): for bundles that
+    /// outlive this process (`executor bundle`) or whose run directory is removed as a whole.
+    pub fn detach(self) -> PathBuf {
+        let mut this = self;
+        if let Some(rootfs) = this.rootfs.take() {
+            rootfs.detach();
+        }
+        this.dir.clone()
+    }
+
+    /// Unmounts the root file system and removes the whole bundle directory, including
+    /// `out/` and the status file: collect them first.
+    pub fn cleanup(mut self) -> Result<(), BundleError> {
+        self.remove_contents()?;
+        match fs::remove_dir(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &self.dir)(e)),
+        }
+    }
+
+    fn remove_contents(&mut self) -> Result<(), BundleError> {
+        match self.rootfs.take() {
+            Some(rootfs) => rootfs.unmount()?,
+            // Also unmounts a rootfs that was mounted before a later step failed.
+            None => snapshot::cleanup_rootfs(&self.dir)?,
+        }
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("read directory", &self.dir)(e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(io_err("read directory", &self.dir))?.path();
+            let result = if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            result.map_err(io_err("remove", &path))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_options(opts: &BundleOptions) -> Result<(), BundleError> {
+    let invalid = |field, reason: String| Err(BundleError::InvalidOption { field, reason });
+    for kv in &opts.env {
+        if !kv.contains('=') || kv.starts_with('=') {
+            return invalid("env", format!("{kv:?} is not KEY=VALUE"));
+        }
+    }
+    if let Some(w) = &opts.workdir
+        && !w.starts_with('/')
+    {
+        return invalid("workdir", format!("{w:?} is not absolute"));
+    }
+    for m in &opts.mounts {
+        if !m.destination.is_absolute() {
+            return invalid(
+                "mounts",
+                format!("destination {} is not absolute", m.destination.display()),
+            );
+        }
+    }
+    if opts.memory_limit.is_some_and(|m| m <= 0) {
+        return invalid("memory_limit", "must be positive".to_owned());
+    }
+    if opts.pids_limit.is_some_and(|m| m <= 0) {
+        return invalid("pids_limit", "must be positive".to_owned());
+    }
+    Ok(())
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), BundleError> {
+    fs::create_dir(path).map_err(io_err("create directory", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("set mode of", path))
+}
+
+/// Writes a new file with mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(io_err("write", path))
+}
+
+/// Copies a host file to a new file with mode 0600 (the inputs may hold secrets).
+fn copy_private(from: &Path, to: &Path) -> Result<(), BundleError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut src = fs::File::open(from).map_err(io_err("read", from))?;
+    let mut dst = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(io_err("create", to))?;
+    io::copy(&mut src, &mut dst).map_err(io_err("copy into", to))?;
+    Ok(())
+}
+
+/// Copies a kubeconfig and the files it references (`certificate-authority`,
+/// `client-certificate`, `client-key`, `tokenFile`) into the bundle, rewriting the paths to
+/// where they appear in the container. Returns the copied reference files.
+fn stage_kubeconfig(
+    src: &Path,
+    dest: &Path,
+    files_dir: &Path,
+) -> Result<Vec<PathBuf>, BundleError> {
+    let bad = |reason: String| BundleError::Kubeconfig {
+        path: src.to_owned(),
+        reason,
+    };
+    let text = fs::read_to_string(src).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let mut doc: serde_norway::Value =
+        serde_norway::from_str(&text).map_err(|e| bad(format!("not YAML: {e}")))?;
+    let base = src.parent().unwrap_or(Path::new("/"));
+    let mut copied = Vec::new();
+    for (list, item, keys) in [
+        ("clusters", "cluster", &["certificate-authority"][..]),
+        (
+            "users",
+            "user",
+            &["client-certificate", "client-key", "tokenFile"][..],
+        ),
+    ] {
+        let Some(entries) = doc.get_mut(list).and_then(|v| v.as_sequence_mut()) else {
+            continue;
+        };
+        for entry in entries {
+            let Some(inner) = entry.get_mut(item) else {
+                continue;
+            };
+            for key in keys {
+                let Some(value) = inner.get_mut(*key) else {
+                    continue;
+                };
+                let Some(path) = value.as_str() else {
+                    return Err(bad(format!("{key} is not a string")));
+                };
+                let host = base.join(path);
+                let name = format!(
+                    "{}-{}",
+                    copied.len(),
+                    host.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+                );
+                let staged = files_dir.join(&name);
+                copy_private(&host, &staged).map_err(|e| bad(format!("{key}: {e}")))?;
+                *value = serde_norway::Value::String(format!("{KUBE_FILES_DIR}/{name}"));
+                copied.push(staged);
+            }
+        }
+    }
+    let out = serde_norway::to_string(&doc).map_err(|e| bad(format!("cannot write: {e}")))?;
+    write_private(dest, out.as_bytes())?;
+    Ok(copied)
+}
+
+fn set_env(env: &mut Vec<String>, kv: &str) {
+    let key = kv.split('=').next().unwrap_or(kv);
+    env.retain(|e| e.split('=').next() != Some(key));
+    env.push(kv.to_owned());
+}
+
+fn bind(source: &Path, destination: &str, writable: bool) -> Result<Mount, BundleError> {
+    let mut options = vec!["rbind".to_owned(), "nosuid".to_owned(), "nodev".to_owned()];
+    options.push(if writable { "rw" } else { "ro" }.to_owned());
+    Ok(MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(options)
+        .build()?)
+}
+
+fn kernel_mount(
+    destination: &str,
+    typ: &str,
+    source: &str,
+    options: &[&str],
+) -> Result<Mount, BundleError> {
+    Ok(MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+/// The default seccomp filter: allow all but [`DENIED_SYSCALLS`], for this machine's
+/// architecture and its compat modes.
+fn default_seccomp() -> Result<LinuxSeccomp, BundleError> {
+    let architectures = if cfg!(target_arch = "x86_64") {
+        vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+    } else if cfg!(target_arch = "aarch64") {
+        vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm]
+    } else {
+        vec![Arch::ScmpArchNative]
+    };
+    Ok(LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(architectures)
+        .syscalls(vec![
+            LinuxSyscallBuilder::default()
+                .names(
+                    DENIED_SYSCALLS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(libc::EPERM as u32)
+                .build()?,
+        ])
+        .build()?)
+}
+
+/// Builds the runtime spec; pure (no I/O), so every field is unit-testable.
+fn build_spec(
+    image: &oci_spec::image::Config,
+    user: &ResolvedUser,
+    dir: &Path,
+    opts: &BundleOptions,
+    kubeconfig: bool,
+) -> Result<Spec, BundleError> {
+    let entrypoint = opts
+        .entrypoint
+        .clone()
+        .or_else(|| image.entrypoint().clone())
+        .unwrap_or_default();
+    let cmd = match (&opts.cmd, &opts.entrypoint) {
+        (Some(cmd), _) => cmd.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image.cmd().clone().unwrap_or_default(),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(BundleError::NoCommand);
+    }
+
+    let mut env: Vec<String> = image.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_owned());
+    }
+    for kv in &opts.env {
+        set_env(&mut env, kv);
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        set_env(
+            &mut env,
+            &format!("HOME={}", user.home.as_deref().unwrap_or("/")),
+        );
+    }
+    // The runner contract wins over the image and the caller.
+    set_env(&mut env, &format!("RUNNER_CONTEXT_PATH={CONTEXT_PATH}"));
+    set_env(&mut env, &format!("RUNNER_ARGS_PATH={ARGS_PATH}"));
+    set_env(&mut env, &format!("RUNNER_STATUS_PATH={STATUS_PATH}"));
+    if kubeconfig {
+        set_env(&mut env, &format!("KUBECONFIG={KUBECONFIG_PATH}"));
+    }
+
+    let cwd = opts
+        .workdir
+        .clone()
+        .or_else(|| image.working_dir().clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".to_owned());
+
+    let caps: Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let mut process_user = UserBuilder::default().uid(user.uid).gid(user.gid);
+    if !user.additional_gids.is_empty() {
+        process_user = process_user.additional_gids(user.additional_gids.clone());
+    }
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(process_user.build()?)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .inheritable(Capabilities::new())
+                .ambient(Capabilities::new())
+                .build()?,
+        )
+        .rlimits(vec![
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .soft(1024u64)
+                .hard(1024u64)
+                .build()?,
+        ])
+        .no_new_privileges(true)
+        .build()?;
+
+    let mut mounts = vec![
+        kernel_mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        kernel_mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        kernel_mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        kernel_mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        kernel_mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        kernel_mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        kernel_mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?,
+        bind(&dir.join("inputs/context"), CONTEXT_PATH, false)?,
+        bind(&dir.join("inputs/args"), ARGS_PATH, false)?,
+        bind(&dir.join("out"), OUT_PATH, true)?,
+        bind(&dir.join("status"), STATUS_DIR, true)?,
+    ];
+    if kubeconfig {
+        mounts.push(bind(
+            &dir.join("inputs/kubeconfig"),
+            KUBECONFIG_PATH,
+            false,
+        )?);
+        mounts.push(bind(&dir.join("inputs/kube"), KUBE_FILES_DIR, false)?);
+    }
+    if opts.network == Network::Host {
+        for file in ["/etc/resolv.conf", "/etc/hosts"] {
+            if Path::new(file).exists() {
+                mounts.push(bind(Path::new(file), file, false)?);
+            }
+        }
+    }
+    for m in &opts.mounts {
+        let dest = m
+            .destination
+            .to_str()
+            .ok_or_else(|| BundleError::InvalidOption {
+                field: "mounts",
+                reason: format!("destination {} is not UTF-8", m.destination.display()),
+            })?;
+        mounts.push(bind(&m.source, dest, !m.read_only)?);
+    }
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ];
+    if opts.network == Network::None {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut devices = vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()?,
+    ];
+    // null, zero, full, random, urandom, tty, ptmx and the pty slaves, as containerd allows.
+    for (major, minor) in [
+        (1, Some(3)),
+        (1, Some(5)),
+        (1, Some(7)),
+        (1, Some(8)),
+        (1, Some(9)),
+        (5, Some(0)),
+        (5, Some(2)),
+        (136, None),
+    ] {
+        let mut rule = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(major)
+            .access("rwm");
+        if let Some(minor) = minor {
+            rule = rule.minor(minor);
+        }
+        devices.push(rule.build()?);
+    }
+    let mut resources = LinuxResourcesBuilder::default().devices(devices);
+    if let Some(limit) = opts.memory_limit {
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
+    }
+    if let Some(limit) = opts.pids_limit {
+        resources = resources.pids(LinuxPidsBuilder::default().limit(limit).build()?);
+    }
+    let mut linux = LinuxBuilder::default();
+    if opts.seccomp {
+        linux = linux.seccomp(default_seccomp()?);
+    }
+    let linux = linux
+        .namespaces(namespaces)
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .resources(resources.build()?)
+        .build()?;
+
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(opts.readonly_rootfs)
+                .build()?,
+        )
+        .hostname(opts.hostname.clone())
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(json: serde_json::Value) -> oci_spec::image::Config {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn root() -> ResolvedUser {
+        ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            home: None,
+        }
+    }
+
+    fn args_of(image_json: serde_json::Value, opts: &BundleOptions) -> Vec<String> {
+        let spec = build_spec(&image(image_json), &root(), Path::new("/b"), opts, false).unwrap();
+        spec.process().as_ref().unwrap().args().clone().unwrap()
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_follow_docker_override_rules() {
+        let img = serde_json::json!({"Entrypoint": ["/runner"], "Cmd": ["--flag"]});
+        let mut opts = BundleOptions::new("/c", "/a");
+        assert_eq!(args_of(img.clone(), &opts), ["/runner", "--flag"]);
+        opts.cmd = Some(vec!["--other".into()]);
+        assert_eq!(args_of(img.clone(), &opts), ["/runner", "--other"]);
+        opts.cmd = None;
+        opts.entrypoint = Some(vec!["/bin/sh".into()]);
+        assert_eq!(
+            args_of(img.clone(), &opts),
+            ["/bin/sh"],
+            "new entrypoint drops Cmd"
+        );
+        let opts = BundleOptions::new("/c", "/a");
+        assert_eq!(
+            args_of(serde_json::json!({"Cmd": ["/bin/true"]}), &opts),
+            ["/bin/true"]
+        );
+        let err = build_spec(
+            &image(serde_json::json!({})),
+            &root(),
+            Path::new("/b"),
+            &opts,
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(err, BundleError::NoCommand));
+    }
+
+    #[test]
+    fn defaults_path_home_and_workdir() {
+        let opts = BundleOptions::new("/c", "/a");
+        let spec = build_spec(
+            &image(serde_json::json!({"Cmd": ["x"]})),
+            &root(),
+            Path::new("/b"),
+            &opts,
+            false,
+        )
+        .unwrap();
+        let p = spec.process().as_ref().unwrap();
+        let env = p.env().as_ref().unwrap();
+        assert_eq!(env[0], DEFAULT_PATH);
+        assert!(env.contains(&"HOME=/".to_owned()));
+        assert_eq!(p.cwd(), Path::new("/"));
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
+        let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        assert!(
+            res.memory().is_none() && res.pids().is_none(),
+            "no limits unless asked"
+        );
+    }
+
+    #[test]
+    fn bad_options_are_rejected_by_name() {
+        let mut opts = BundleOptions::new("/c", "/a");
+        opts.env = vec!["NOVALUE".into()];
+        assert_eq!(
+            check_options(&opts).unwrap_err().to_string(),
+            "invalid option env: \"NOVALUE\" is not KEY=VALUE"
+        );
+        let mut opts = BundleOptions::new("/c", "/a");
+        opts.workdir = Some("relative".into());
+        assert!(
+            check_options(&opts)
+                .unwrap_err()
+                .to_string()
+                .contains("workdir")
+        );
+        let mut opts = BundleOptions::new("/c", "/a");
+        opts.memory_limit = Some(0);
+        assert!(
+            check_options(&opts)
+                .unwrap_err()
+                .to_string()
+                .contains("memory_limit")
+        );
+    }
+}

@@ -1,0 +1,793 @@
+//! Packing files into an image in an OCI image layout (`executor pack`).
+//!
+//! Writes one gzip layer, an image config and a manifest into `DIR/blobs/sha256/`,
+//! and tags the manifest in `DIR/index.json` (`org.opencontainers.image.ref.name`).
+//! The output is reproducible: entries are sorted, owned by uid/gid 0, and carry
+//! one modification time (`SOURCE_DATE_EPOCH`, default 0), so the same inputs give
+//! the same manifest digest. Files are streamed from disk through tar, gzip and
+//! SHA-256 into the blob; nothing is held in memory.
+//!
+//! Every blob is written to a temporary file in the layout and renamed to its
+//! digest, and `index.json` is replaced atomically, so a failed pack leaves no
+//! partial blob and an unchanged index.
+
+use oci_spec::image::{
+    ANNOTATION_REF_NAME, Arch, ConfigBuilder, Descriptor, Digest, HistoryBuilder,
+    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os,
+    RootFsBuilder, Sha256Digest,
+};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+
+/// The `PATH` an image gets when `--env` sets none, as Docker images have it.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why an image could not be packed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    /// A `HOST:IMAGE_PATH` argument is malformed.
+    #[error("invalid file mapping {0:?}: expected HOST_PATH:/IMAGE_PATH")]
+    Mapping(String),
+    /// An image path is not absolute or not normalized (`..`, `.`, `//`).
+    #[error("invalid image path {0:?}: must be absolute, without . or .. components")]
+    ImagePath(String),
+    /// The tag is not a valid OCI tag.
+    #[error("invalid tag {0:?}: expected [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")]
+    Tag(String),
+    /// An environment entry is not `KEY=VALUE`.
+    #[error("invalid environment entry {0:?}: expected KEY=VALUE")]
+    Env(String),
+    /// No entrypoint and no command: the image could not be run.
+    #[error("the image needs an entrypoint or a command")]
+    NoCommand,
+    /// Two inputs map to the same image path in incompatible ways.
+    #[error("image path {path} is added twice ({first} and {second})")]
+    Conflict {
+        /// The image path.
+        path: String,
+        /// What was there first.
+        first: String,
+        /// What was added second.
+        second: String,
+    },
+    /// A host file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The host path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A host file is of a kind an image cannot carry (device, socket, FIFO).
+    #[error("cannot pack {0}: only regular files, directories and symbolic links are supported")]
+    FileType(PathBuf),
+    /// `ldd` failed on a binary added with `--add-binary`.
+    #[error("cannot list the shared libraries of {path} with ldd: {reason}")]
+    Ldd {
+        /// The binary.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The layout cannot be written.
+    #[error("cannot write OCI layout {path}: {source}")]
+    Write {
+        /// The file or directory being written.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The existing `index.json` is not an OCI image index.
+    #[error("invalid image index {path}: {reason}")]
+    Index {
+        /// The index file.
+        path: PathBuf,
+        /// The parse error.
+        reason: String,
+    },
+    /// An OCI document could not be built or serialized.
+    #[error("cannot build {what}: {reason}")]
+    Spec {
+        /// Which document.
+        what: &'static str,
+        /// The error.
+        reason: String,
+    },
+}
+
+/// A host file or directory and where it goes in the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMapping {
+    /// The host path. A top-level symbolic link is followed; links inside an added
+    /// directory are kept as links.
+    pub host: PathBuf,
+    /// The absolute path in the image.
+    pub image: String,
+}
+
+impl FileMapping {
+    /// Parses `HOST:IMAGE_PATH` (split at the last colon; the image path must be absolute).
+    pub fn parse(arg: &str) -> Result<FileMapping, PackError> {
+        let (host, image) = arg
+            .rsplit_once(':')
+            .filter(|(host, image)| !host.is_empty() && image.starts_with('/'))
+            .ok_or_else(|| PackError::Mapping(arg.to_owned()))?;
+        normalize_image_path(image)?;
+        Ok(FileMapping {
+            host: PathBuf::from(host),
+            image: image.to_owned(),
+        })
+    }
+}
+
+/// What to pack.
+#[derive(Debug, Clone, Default)]
+pub struct PackOptions {
+    /// The OCI image layout directory; created when missing, otherwise the image is
+    /// added to it (an existing tag of the same name is moved).
+    pub layout: PathBuf,
+    /// The tag (`org.opencontainers.image.ref.name`).
+    pub tag: String,
+    /// Files and directories to add.
+    pub files: Vec<FileMapping>,
+    /// Dynamically linked binaries to add together with the shared libraries and
+    /// the loader `ldd` lists, at their host paths. Caveat: `ldd` may execute the
+    /// binary; use it only on binaries you trust.
+    pub binaries: Vec<FileMapping>,
+    /// The entrypoint.
+    pub entrypoint: Vec<String>,
+    /// The default arguments.
+    pub cmd: Vec<String>,
+    /// Environment entries `KEY=VALUE`; [`DEFAULT_PATH`] is added unless one sets `PATH`.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub workdir: Option<String>,
+    /// The user (`uid`, `uid:gid`, or a name the image knows).
+    pub user: Option<String>,
+    /// Modification time of every entry and the creation time, in seconds since
+    /// the epoch (`SOURCE_DATE_EPOCH`); 0 when `None`.
+    pub source_date_epoch: Option<u64>,
+}
+
+/// What [`pack`] wrote.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    /// The manifest's descriptor as recorded in `index.json`.
+    pub manifest: Descriptor,
+    /// The config's digest.
+    pub config: Digest,
+    /// The layer's digest (compressed).
+    pub layer: Digest,
+    /// The layer's diff ID (digest of the uncompressed tar).
+    pub diff_id: Digest,
+}
+
+/// One entry of the layer, keyed by its image path without the leading `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Dir { mode: u32 },
+    File { host: PathBuf, mode: u32 },
+    Symlink { target: PathBuf },
+}
+
+impl Entry {
+    fn describe(&self) -> String {
+        match self {
+            Entry::Dir { .. } => "a directory".into(),
+            Entry::File { host, .. } => host.display().to_string(),
+            Entry::Symlink { target } => format!("a link to {}", target.display()),
+        }
+    }
+}
+
+/// Packs the files into an image and tags it in the layout; returns what it wrote.
+pub fn pack(opts: &PackOptions) -> Result<Packed, PackError> {
+    validate_tag(&opts.tag)?;
+    if opts.entrypoint.is_empty() && opts.cmd.is_empty() {
+        return Err(PackError::NoCommand);
+    }
+    for entry in &opts.env {
+        if entry.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
+            return Err(PackError::Env(entry.clone()));
+        }
+    }
+    if let Some(workdir) = &opts.workdir {
+        normalize_image_path(workdir)?;
+    }
+    // Collect and check every input before the layout is touched.
+    let mut entries = BTreeMap::new();
+    for mapping in &opts.files {
+        add_mapping(&mut entries, mapping)?;
+    }
+    for binary in &opts.binaries {
+        add_mapping(&mut entries, binary)?;
+        for lib in shared_libraries(&binary.host)? {
+            let image = lib.to_string_lossy().into_owned();
+            add_mapping(&mut entries, &FileMapping { host: lib, image })?;
+        }
+    }
+    let epoch = opts.source_date_epoch.unwrap_or(0);
+
+    let blobs = opts.layout.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).map_err(|source| PackError::Write {
+        path: blobs.clone(),
+        source,
+    })?;
+    write_file_atomically(
+        &opts.layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+
+    let (layer, layer_size, diff_id) = write_layer(&blobs, &entries, epoch)?;
+    tracing::debug!(layer = %layer, diff_id = %diff_id, "layer written");
+
+    let created = rfc3339(epoch);
+    let config = image_config(opts, &diff_id, &created)?;
+    let config_json = to_json("image config", &config)?;
+    let (config_digest, config_size) = write_blob(&blobs, &config_json)?;
+
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(Descriptor::new(
+            MediaType::ImageConfig,
+            config_size,
+            config_digest.clone(),
+        ))
+        .layers(vec![Descriptor::new(
+            MediaType::ImageLayerGzip,
+            layer_size,
+            layer.clone(),
+        )])
+        .build()
+        .map_err(|e| spec_error("image manifest", e))?;
+    let manifest_json = to_json("image manifest", &manifest)?;
+    let (manifest_digest, manifest_size) = write_blob(&blobs, &manifest_json)?;
+    let mut descriptor = Descriptor::new(
+        MediaType::ImageManifest,
+        manifest_size,
+        manifest_digest.clone(),
+    );
+    descriptor.set_annotations(Some(HashMap::from([(
+        ANNOTATION_REF_NAME.to_owned(),
+        opts.tag.clone(),
+    )])));
+    tag_in_index(&opts.layout, &opts.tag, descriptor.clone())?;
+    tracing::info!(
+        layout = %opts.layout.display(),
+        tag = %opts.tag,
+        digest = %manifest_digest,
+        "image packed"
+    );
+    Ok(Packed {
+        manifest: descriptor,
+        config: config_digest,
+        layer,
+        diff_id,
+    })
+}
+
+fn spec_error(what: &'static str, e: impl std::fmt::Display) -> PackError {
+    PackError::Spec {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn to_json(what: &'static str, value: &impl serde::Serialize) -> Result<Vec<u8>, PackError> {
+    serde_json::to_vec(value).map_err(|e| spec_error(what, e))
+}
+
+/// OCI tags: the grammar of the distribution spec.
+fn validate_tag(tag: &str) -> Result<(), PackError> {
+    let mut chars = tag.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if first_ok && rest_ok && tag.len() <= 128 {
+        Ok(())
+    } else {
+        Err(PackError::Tag(tag.to_owned()))
+    }
+}
+
+/// Checks an absolute image path and returns its components. Rejecting `..`
+/// keeps every entry inside the image root, whatever unpacks it.
+fn normalize_image_path(path: &str) -> Result<Vec<String>, PackError> {
+    let invalid = || PackError::ImagePath(path.to_owned());
+    let rest = path.strip_prefix('/').ok_or_else(invalid)?;
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/')
+        .map(|part| match part {
+            "" | "." | ".." => Err(invalid()),
+            part => Ok(part.to_owned()),
+        })
+        .collect()
+}
+
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
+    move |source| PackError::Read {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Adds `mapping` (recursively for a directory) and the parent directories of its
+/// image path.
+fn add_mapping(
+    entries: &mut BTreeMap<String, Entry>,
+    mapping: &FileMapping,
+) -> Result<(), PackError> {
+    let parts = normalize_image_path(&mapping.image)?;
+    // A top-level link is followed: `--add /usr/bin/tool:/tool` means the tool.
+    let meta = std::fs::metadata(&mapping.host).map_err(read_error(&mapping.host))?;
+    if parts.is_empty() && !meta.is_dir() {
+        return Err(PackError::ImagePath(mapping.image.clone()));
+    }
+    for depth in 1..parts.len() {
+        insert(
+            entries,
+            parts[..depth].join("/"),
+            Entry::Dir { mode: 0o755 },
+        )?;
+    }
+    add_path(entries, &mapping.host, &meta, parts.join("/"))
+}
+
+fn add_path(
+    entries: &mut BTreeMap<String, Entry>,
+    host: &Path,
+    meta: &std::fs::Metadata,
+    image: String,
+) -> Result<(), PackError> {
+    let mode = meta.permissions().mode() & 0o7777;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = std::fs::read_link(host).map_err(read_error(host))?;
+        insert(entries, image, Entry::Symlink { target })
+    } else if kind.is_file() {
+        insert(
+            entries,
+            image,
+            Entry::File {
+                host: host.to_owned(),
+                mode,
+            },
+        )
+    } else if kind.is_dir() {
+        if !image.is_empty() {
+            insert(entries, image.clone(), Entry::Dir { mode })?;
+        }
+        let mut children: Vec<_> = std::fs::read_dir(host)
+            .map_err(read_error(host))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(read_error(host))?;
+        children.sort();
+        for child in children {
+            let meta = std::fs::symlink_metadata(&child).map_err(read_error(&child))?;
+            let name = child
+                .file_name()
+                .expect("read_dir entries have a file name")
+                .to_string_lossy()
+                .into_owned();
+            let path = if image.is_empty() {
+                name
+            } else {
+                format!("{image}/{name}")
+            };
+            add_path(entries, &child, &meta, path)?;
+        }
+        Ok(())
+    } else {
+        Err(PackError::FileType(host.to_owned()))
+    }
+}
+
+fn insert(
+    entries: &mut BTreeMap<String, Entry>,
+    path: String,
+    entry: Entry,
+) -> Result<(), PackError> {
+    match entries.get(&path) {
+        None => {
+            entries.insert(path, entry);
+            Ok(())
+        }
+        Some(existing) if existing == &entry => Ok(()),
+        // An implied parent directory (0755) meets an explicit one: keep the explicit mode.
+        Some(Entry::Dir { .. }) if matches!(entry, Entry::Dir { .. }) => {
+            if let Entry::Dir { mode } = entry
+                && mode != 0o755
+            {
+                entries.insert(path, entry);
+            }
+            Ok(())
+        }
+        Some(existing) => Err(PackError::Conflict {
+            path: format!("/{path}"),
+            first: existing.describe(),
+            second: entry.describe(),
+        }),
+    }
+}
+
+/// The shared libraries and loader `ldd` lists for `binary`, as host paths; empty
+/// for a static binary.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, PackError> {
+    let ldd_error = |reason: String| PackError::Ldd {
+        path: binary.to_owned(),
+        reason,
+    };
+    let out = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| ldd_error(e.to_string()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // ldd exits 1 for static binaries, saying so.
+        if stdout.contains("not a dynamic executable")
+            || stderr.contains("not a dynamic executable")
+        {
+            return Ok(Vec::new());
+        }
+        return Err(ldd_error(stderr.trim().to_owned()));
+    }
+    let mut libs = Vec::new();
+    for line in stdout.lines() {
+        let line = line.trim();
+        if line.contains("statically linked") {
+            continue;
+        }
+        if line.contains("=> not found") {
+            return Err(ldd_error(format!("library not found: {line}")));
+        }
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or
+        // `/lib64/ld-linux-x86-64.so.2 (0x...)`; the vDSO has no path.
+        let path = match line.split_once("=>") {
+            Some((_, right)) => right.trim(),
+            None => line,
+        };
+        let path = path.split(" (").next().unwrap_or("").trim();
+        if path.starts_with('/') {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    fn finish(self) -> (W, Digest, u64) {
+        let hex = hex::encode(self.hasher.finalize());
+        (self.inner, sha256_digest(&hex), self.written)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn sha256_digest(hex: &str) -> Digest {
+    Sha256Digest::from_str(hex)
+        .expect("a sha256 hex string is a valid digest")
+        .into()
+}
+
+/// Streams the entries as tar through gzip into a blob; returns the blob's
+/// digest, its size and the diff ID.
+fn write_layer(
+    blobs: &Path,
+    entries: &BTreeMap<String, Entry>,
+    epoch: u64,
+) -> Result<(Digest, u64, Digest), PackError> {
+    let write_error = |source| PackError::Write {
+        path: blobs.to_owned(),
+        source,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".layer-")
+        .tempfile_in(blobs)
+        .map_err(write_error)?;
+    let file = tmp.reopen().map_err(write_error)?;
+    let compressed = Hashing::new(std::io::BufWriter::new(file));
+    // A fixed gzip header (no name, mtime 0) keeps the blob reproducible.
+    let gzip = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(compressed, flate2::Compression::default());
+    let mut tar = tar::Builder::new(Hashing::new(gzip));
+    tar.mode(tar::HeaderMode::Deterministic);
+    for (path, entry) in entries {
+        append_entry(&mut tar, path, entry, epoch)?;
+    }
+    let uncompressed = tar.into_inner().map_err(write_error)?;
+    let (gzip, diff_id, _) = uncompressed.finish();
+    let compressed = gzip.finish().map_err(write_error)?;
+    let (buffered, digest, size) = compressed.finish();
+    let file = buffered
+        .into_inner()
+        .map_err(|e| write_error(e.into_error()))?;
+    file.sync_all().map_err(write_error)?;
+    drop(file);
+    persist_blob(tmp, blobs, &digest)?;
+    Ok((digest, size, diff_id))
+}
+
+fn append_entry<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    entry: &Entry,
+    epoch: u64,
+) -> Result<(), PackError> {
+    let mut header = tar::Header::new_gnu();
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(epoch);
+    let write_error = |source| PackError::Write {
+        path: PathBuf::from(format!("/{path}")),
+        source,
+    };
+    match entry {
+        Entry::Dir { mode } => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(*mode);
+            header.set_size(0);
+            tar.append_data(&mut header, format!("{path}/"), std::io::empty())
+                .map_err(write_error)
+        }
+        Entry::File { host, mode } => {
+            let file = std::fs::File::open(host).map_err(read_error(host))?;
+            let size = file.metadata().map_err(read_error(host))?.len();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(*mode);
+            header.set_size(size);
+            // `take` guards against a file growing while it is packed, which
+            // would corrupt the archive.
+            tar.append_data(&mut header, path, std::io::Read::take(file, size))
+                .map_err(|source| PackError::Read {
+                    path: host.clone(),
+                    source,
+                })
+        }
+        Entry::Symlink { target } => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            tar.append_link(&mut header, path, target)
+                .map_err(write_error)
+        }
+    }
+}
+
+/// Writes a small blob (config, manifest) and returns its digest and size.
+fn write_blob(blobs: &Path, body: &[u8]) -> Result<(Digest, u64), PackError> {
+    let write_error = |source| PackError::Write {
+        path: blobs.to_owned(),
+        source,
+    };
+    let digest = sha256_digest(&hex::encode(Sha256::digest(body)));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".blob-")
+        .tempfile_in(blobs)
+        .map_err(write_error)?;
+    tmp.write_all(body).map_err(write_error)?;
+    tmp.as_file().sync_all().map_err(write_error)?;
+    persist_blob(tmp, blobs, &digest)?;
+    Ok((digest, body.len() as u64))
+}
+
+/// Moves a finished blob to its digest's name (blobs are content-addressed, so
+/// an existing one is identical and kept).
+fn persist_blob(
+    tmp: tempfile::NamedTempFile,
+    blobs: &Path,
+    digest: &Digest,
+) -> Result<(), PackError> {
+    let path = blobs.join(digest.digest());
+    if path.exists() {
+        return Ok(());
+    }
+    // Blobs are read-only, as content-addressed files should be.
+    let perms = std::fs::Permissions::from_mode(0o444);
+    tmp.as_file()
+        .set_permissions(perms)
+        .map_err(|source| PackError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    tmp.persist(&path).map_err(|e| PackError::Write {
+        path,
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+fn write_file_atomically(path: &Path, body: &[u8]) -> Result<(), PackError> {
+    let write_error = |source| PackError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(write_error)?;
+    tmp.write_all(body).map_err(write_error)?;
+    tmp.as_file().sync_all().map_err(write_error)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(write_error)?;
+    tmp.persist(path).map_err(|e| write_error(e.error))?;
+    Ok(())
+}
+
+fn image_config(
+    opts: &PackOptions,
+    diff_id: &Digest,
+    created: &str,
+) -> Result<oci_spec::image::ImageConfiguration, PackError> {
+    let mut env = opts.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_owned());
+    }
+    let mut config = ConfigBuilder::default().env(env);
+    if !opts.entrypoint.is_empty() {
+        config = config.entrypoint(opts.entrypoint.clone());
+    }
+    if !opts.cmd.is_empty() {
+        config = config.cmd(opts.cmd.clone());
+    }
+    if let Some(workdir) = &opts.workdir {
+        config = config.working_dir(workdir.clone());
+    }
+    if let Some(user) = &opts.user {
+        config = config.user(user.clone());
+    }
+    let config = config.build().map_err(|e| spec_error("image config", e))?;
+    let rootfs = RootFsBuilder::default()
+        .typ("layers")
+        .diff_ids(vec![diff_id.to_string()])
+        .build()
+        .map_err(|e| spec_error("image config", e))?;
+    let history = HistoryBuilder::default()
+        .created(created.to_owned())
+        .created_by("executor pack".to_owned())
+        .build()
+        .map_err(|e| spec_error("image config", e))?;
+    ImageConfigurationBuilder::default()
+        .created(created.to_owned())
+        .architecture(Arch::default())
+        .os(Os::Linux)
+        .config(config)
+        .rootfs(rootfs)
+        .history(vec![history])
+        .build()
+        .map_err(|e| spec_error("image config", e))
+}
+
+/// Adds (or moves) `tag` in the layout's `index.json`.
+fn tag_in_index(layout: &Path, tag: &str, descriptor: Descriptor) -> Result<(), PackError> {
+    let path = layout.join("index.json");
+    let mut manifests = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let index: ImageIndex =
+                serde_json::from_slice(&bytes).map_err(|e| PackError::Index {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            index.manifests().clone()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => return Err(PackError::Read { path, source }),
+    };
+    manifests.retain(|m| {
+        m.annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_REF_NAME))
+            .is_none_or(|name| name != tag)
+    });
+    manifests.push(descriptor);
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .map_err(|e| spec_error("image index", e))?;
+    write_file_atomically(&path, &to_json("image index", &index)?)
+}
+
+/// Formats seconds since the epoch as RFC 3339 in UTC (`1970-01-01T00:00:00Z`).
+fn rfc3339(epoch: u64) -> String {
+    let days = epoch / 86_400;
+    let secs = epoch % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3_600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_epoch_seconds_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn parses_file_mappings() {
+        assert_eq!(
+            FileMapping::parse("target/x:/bin/x").unwrap(),
+            FileMapping {
+                host: "target/x".into(),
+                image: "/bin/x".into()
+            }
+        );
+        assert_eq!(
+            FileMapping::parse("a:b:/c").unwrap().host,
+            PathBuf::from("a:b")
+        );
+        for bad in ["x", ":/x", "x:relative", "x:/a/../b", "x:/a//b", "x:/./a"] {
+            assert!(FileMapping::parse(bad).is_err(), "{bad} must be rejected");
+        }
+    }
+
+    #[test]
+    fn validates_tags() {
+        for good in ["v1", "latest", "_x", "1.0.0-rc.1"] {
+            validate_tag(good).unwrap();
+        }
+        for bad in ["", "-x", ".x", "a/b", "a:b", &"x".repeat(129)] {
+            assert!(validate_tag(bad).is_err(), "{bad} must be rejected");
+        }
+    }
+}
