@@ -154,6 +154,19 @@ fn parse_registry(text: &str) -> Result<ImageSource, ReferenceError> {
         source,
     };
     let reference = Reference::try_from(text).map_err(invalid)?;
+    // The grammar lets a first component without `.`/`:` carry uppercase letters and
+    // then files it under docker.io as part of the repository, which no registry
+    // accepts (and the normalized text would not parse back). Docker would take such a
+    // component for a registry host; refusing it is clearer. Found by fuzzing.
+    if reference
+        .repository()
+        .chars()
+        .any(|c| c.is_ascii_uppercase())
+    {
+        return Err(invalid(
+            oci_spec::distribution::ParseError::NameContainsUppercase,
+        ));
+    }
     // `Reference` accepts a digest of any supported algorithm by its length only; the
     // store keys blobs by `oci_spec` digests, so make sure it parses as one too.
     if let Some(digest) = reference.digest() {

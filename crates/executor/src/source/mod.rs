@@ -277,7 +277,8 @@ pub fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<Manifest, SourceE
     let is_index = match media_type {
         Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => true,
         Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
-        Some(other) => return Err(bad(format!("unsupported media type {other}"))),
+        // Quoted: the text comes from the registry and may hold newlines or escapes.
+        Some(other) => return Err(bad(format!("unsupported media type {other:?}"))),
         None => value.get("manifests").is_some(),
     };
     if is_index {

@@ -1,0 +1,41 @@
+//! Inputs that crashed a fuzz target (`tests/fuzz`), replayed through the same checks
+//! the target makes, so that the bugs they found stay fixed.
+
+use executor::reference::ImageSource;
+use executor::source::{parse_manifest, sha256_digest};
+
+/// The `reference` target's check: what parses prints to text that parses back to the
+/// same reference.
+fn reference_round_trips(text: &str) {
+    if let Ok(source) = ImageSource::parse(text) {
+        let printed = source.to_string();
+        let again = ImageSource::parse(&printed).unwrap_or_else(|e| {
+            panic!("{text:?} printed as {printed:?}, which does not parse: {e}")
+        });
+        assert_eq!(again.to_string(), printed);
+    }
+}
+
+#[test]
+fn uppercase_first_component_is_refused_not_filed_under_docker_io() {
+    // Found by `reference`: accepted as docker.io/G0bi7l/b/c:tui-bx, which does not parse.
+    reference_round_trips("G0bi7l/b/c:tui-bx");
+    let err = ImageSource::parse("G0bi7l/b/c:tui-bx").unwrap_err();
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("G0bi7l/b/c:tui-bx"), "{text}");
+    assert!(text.contains("lowercase"), "{text}");
+    // Uppercase stays fine where the grammar allows it: registry hosts and tags.
+    reference_round_trips("Registry.Example:5000/app:Tag");
+    ImageSource::parse("Registry.Example:5000/app:Tag").unwrap();
+}
+
+#[test]
+fn manifest_errors_quote_registry_text() {
+    // Found by `manifest`: a media type with an embedded newline made a two-line error.
+    let data = br#"{"schemaVersion":2,"mediaType":"applicati[cAtion/vnd.vnd.do\\\\\\\njson","manifests":[]}"#;
+    let digest = sha256_digest(data);
+    let err = parse_manifest(&digest, data).unwrap_err().to_string();
+    assert!(!err.contains('\n'), "{err}");
+    assert!(err.contains(digest.digest()), "{err}");
+    assert!(err.contains("unsupported media type"), "{err}");
+}
