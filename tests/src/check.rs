@@ -19,6 +19,16 @@ pub struct StoreReport {
 /// empty (no temp file left behind), no half-written image record (`images/*.tmp`), and
 /// every blob an image record names is present. Fails naming the first problem.
 pub fn verify_store(root: &Path) -> Result<StoreReport> {
+    check_store(root, false)
+}
+
+/// [`verify_store`] right after a `kill -9`: temp files of the killed writer may still be
+/// there (the next start of the executor removes them), everything else must hold.
+pub fn verify_store_after_crash(root: &Path) -> Result<StoreReport> {
+    check_store(root, true)
+}
+
+fn check_store(root: &Path, temp_files_allowed: bool) -> Result<StoreReport> {
     let mut report = StoreReport::default();
     let blobs = root.join("blobs/sha256");
     if blobs.is_dir() {
@@ -42,7 +52,7 @@ pub fn verify_store(root: &Path) -> Result<StoreReport> {
         }
     }
     let tmp = root.join("tmp");
-    if tmp.is_dir() {
+    if tmp.is_dir() && !temp_files_allowed {
         let left: Vec<_> = std::fs::read_dir(&tmp)?
             .filter_map(|e| e.ok().map(|e| e.file_name()))
             .collect();
@@ -54,6 +64,10 @@ pub fn verify_store(root: &Path) -> Result<StoreReport> {
     if images.is_dir() {
         for entry in std::fs::read_dir(&images)? {
             let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if temp_files_allowed && name.starts_with('.') && name.ends_with(".tmp") {
+                continue;
+            }
             if path.extension().is_some_and(|e| e != "json") {
                 bail!("half-written image record {}", path.display());
             }

@@ -10,7 +10,7 @@ pub mod tmpfs;
 pub mod token;
 
 pub use binary::executor_bin;
-pub use check::{StoreReport, verify_store};
+pub use check::{StoreReport, verify_store, verify_store_after_crash};
 pub use image::{
     BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, write_image, write_index,
 };
