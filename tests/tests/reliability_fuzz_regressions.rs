@@ -39,3 +39,41 @@ fn manifest_errors_quote_registry_text() {
     assert!(err.contains(digest.digest()), "{err}");
     assert!(err.contains("unsupported media type"), "{err}");
 }
+
+#[test]
+fn layout_paths_that_would_read_back_as_a_tag_are_refused() {
+    // Found by `reference`: the bare path "\0:\0\0\0layo../." normalized to ".../\0:\0\0\0layo..",
+    // which reads back as path + tag.
+    reference_round_trips("oci-layout:\0:\0\0\0layo../.");
+    reference_round_trips("oci-layout:/srv/a:b/.");
+    let err = ImageSource::parse("oci-layout:/srv/a:b/.")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ambiguous"), "{err}");
+    assert!(err.contains(":TAG or @DIGEST"), "{err}");
+    // With an explicit tag the same directory is fine, and round-trips.
+    reference_round_trips("oci-layout:/srv/a:b:v1");
+    assert_eq!(
+        ImageSource::parse("oci-layout:/srv/a:b:v1")
+            .unwrap()
+            .to_string(),
+        "oci-layout:/srv/a:b:v1"
+    );
+    // A plain path still needs nothing extra.
+    reference_round_trips("oci-layout:/srv/layout");
+    ImageSource::parse("oci-layout:/srv/layout").unwrap();
+}
+
+#[test]
+fn manifest_parser_messages_quoting_the_document_stay_one_line() {
+    // Found by `manifest`: serde's message quoted a digest holding a newline.
+    let data = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:00\n00","size":2}]}"#;
+    let digest = sha256_digest(data);
+    let err = parse_manifest(&digest, data).unwrap_err().to_string();
+    assert!(!err.contains('\n'), "{err}");
+    assert!(err.contains(digest.digest()), "{err}");
+    assert!(
+        err.contains(r"00\n00"),
+        "the bad value is shown escaped: {err}"
+    );
+}

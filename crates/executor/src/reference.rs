@@ -48,6 +48,17 @@ pub enum ReferenceError {
         /// Why it was rejected.
         reason: String,
     },
+    /// An `oci-layout:` path without a tag or digest that would read back differently
+    /// (it has `@`, or a `:` after its last `/`), or that holds a NUL byte.
+    #[error(
+        "invalid image reference {reference:?}: the OCI layout path {path:?} is ambiguous or invalid; name the image with :TAG or @DIGEST"
+    )]
+    LayoutPathAmbiguous {
+        /// The text as given.
+        reference: String,
+        /// The absolute path it resolved to.
+        path: PathBuf,
+    },
     /// An `oci-layout:` source has a malformed `:TAG` part.
     #[error("invalid image reference {reference:?}: bad tag {tag:?}")]
     LayoutTag {
@@ -216,6 +227,21 @@ fn parse_layout(text: &str, rest: &str) -> Result<ImageSource, ReferenceError> {
         path: PathBuf::from(path),
         source,
     })?;
+    // The normalized form must parse back to the same source (it keys the store): a bare
+    // path whose absolute form ends in `:x` or holds `@` would read as a tag or digest.
+    // Found by fuzzing.
+    let printed = path.to_string_lossy();
+    let ambiguous = matches!(target, LayoutTarget::Only)
+        && (printed.contains('@')
+            || printed
+                .rsplit_once(':')
+                .is_some_and(|(_, after)| !after.contains('/')));
+    if ambiguous || printed.contains('\0') {
+        return Err(ReferenceError::LayoutPathAmbiguous {
+            reference: text.to_owned(),
+            path,
+        });
+    }
     Ok(ImageSource::Layout {
         path,
         tag_or_digest: target,

@@ -364,6 +364,20 @@ impl Store {
             .suffix(".tmp")
             .tempfile_in(&dir)
             .map_err(io_err("creating a temp file in", &dir))?;
+        // Locked while it exists, so that `open` can tell a dead writer's leftover (after
+        // a kill -9) from a record being written right now.
+        let _writing = temp
+            .as_file()
+            .try_clone()
+            .map_err(io_err("locking", temp.path()))
+            .and_then(|f| {
+                Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, source)| {
+                    StoreError::Lock {
+                        path: temp.path().to_owned(),
+                        source,
+                    }
+                })
+            })?;
         let data = serde_json::to_vec_pretty(record).expect("an image record always serializes");
         temp.write_all(&data)
             .and_then(|()| temp.as_file().sync_all())
@@ -459,25 +473,30 @@ impl Store {
                 }
             }
         }
-        // Half-written image records (a crash between write and rename).
+        // Half-written image records (a crash between write and rename): their writer
+        // holds a lock on them while alive.
         let dir = self.images_dir();
         for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
             let entry = entry.map_err(io_err("listing", &dir))?;
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "tmp") && is_older_than_a_minute(&path) {
-                let _ = fs::remove_file(&path);
+            if path.extension().is_none_or(|e| e != "tmp") {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            if let Ok(_dead_writer) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "removed half-written image record")
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("removing", &path)(e)),
+                }
             }
         }
         Ok(())
     }
-}
-
-fn is_older_than_a_minute(path: &Path) -> bool {
-    fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age.as_secs() > 60)
 }
 
 fn sha256_hex(digest: &Digest) -> Result<&str, StoreError> {
@@ -694,6 +713,20 @@ mod tests {
         assert!(!stale.exists(), "stale temp file was kept");
         assert!(live.exists(), "a live writer's temp file was removed");
         drop(held);
+    }
+
+    #[test]
+    fn open_removes_half_written_records_of_dead_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let dead = store.images_dir().join(".record.dead.tmp");
+        let alive = store.images_dir().join(".record.alive.tmp");
+        std::fs::write(&dead, b"{\"refer").unwrap();
+        std::fs::write(&alive, b"{\"refer").unwrap();
+        let _writer = Flock::lock(File::open(&alive).unwrap(), FlockArg::LockExclusive).unwrap();
+        Store::open(dir.path()).unwrap();
+        assert!(!dead.exists(), "a dead writer's record was kept");
+        assert!(alive.exists(), "a live writer's record was removed");
     }
 
     #[tokio::test]
