@@ -4,7 +4,8 @@
 //! image succeeds with the right content, and no mount is left under the root.
 //!
 //! `crash_loop_short` (5 kills) runs in the normal suite; `crash_loop_50` (ignored; run
-//! it with `tests/reliability/crash-loop.sh`) does 50. The seed is printed and can be
+//! it with `tests/reliability/crash-loop.sh`) does 50. Kills that land after the command
+//! finished are not counted. The seed is printed and can be
 //! replayed with `CRASH_SEED=N`.
 
 use integration_tests::{
@@ -230,7 +231,7 @@ fn check_bundle(bundle: &Path) {
     assert!(bundle.join("config.json").is_file());
 }
 
-fn crash_loop(repo: &str, iterations: usize) {
+fn crash_loop(repo: &str, kills: usize) {
     let seed = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -241,7 +242,7 @@ fn crash_loop(repo: &str, iterations: usize) {
                 .as_nanos() as u64
                 | 1
         });
-    eprintln!("crash loop: {iterations} iterations, CRASH_SEED={seed}");
+    eprintln!("crash loop: {kills} kills, CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let mut fx = Fixture::new(repo);
     executor_bin().unwrap();
@@ -254,12 +255,19 @@ fn crash_loop(repo: &str, iterations: usize) {
     check_bundle(fx.bundles.last().unwrap());
     eprintln!("undisturbed: pull {pull_time:?}, bundle {bundle_time:?}");
     let (mut pull_kills, mut bundle_kills, mut finished) = (0, 0, 0);
-    for iteration in 0..iterations {
+    // Kills that come too late (the command finished) do not count; bounded anyway.
+    let mut iteration = 0;
+    while pull_kills + bundle_kills < kills {
+        assert!(
+            iteration < kills * 3,
+            "too few kills landed: the commands finish too fast"
+        );
+        iteration += 1;
         fx.unmount_bundles();
         let phase_is_pull = rng.below(2) == 0;
         if phase_is_pull {
             fx.forget_image();
-            let delay = Duration::from_millis(rng.below(pull_time.as_millis() as u64 + 20));
+            let delay = Duration::from_millis(rng.below(pull_time.as_millis() as u64 * 9 / 10 + 5));
             let killed = fx.run_killed(&fx.pull_args(), delay);
             eprintln!("#{iteration}: pull killed after {delay:?}: {killed}");
             pull_kills += usize::from(killed);
@@ -271,7 +279,8 @@ fn crash_loop(repo: &str, iterations: usize) {
             // Drop the snapshots (no bundle mounts them now) so that bundle unpacks again.
             assert_eq!(fx.mounts_under_root(), Vec::<String>::new(), "#{iteration}");
             let _ = std::fs::remove_dir_all(fx.root().join("snapshots"));
-            let delay = Duration::from_millis(rng.below(bundle_time.as_millis() as u64 + 20));
+            let delay =
+                Duration::from_millis(rng.below(bundle_time.as_millis() as u64 * 9 / 10 + 5));
             let args = fx.bundle_args();
             let killed = fx.run_killed(&args, delay);
             eprintln!("#{iteration}: bundle killed after {delay:?}: {killed}");
@@ -305,7 +314,6 @@ fn crash_loop(repo: &str, iterations: usize) {
     eprintln!(
         "crash loop done: {pull_kills} pulls and {bundle_kills} bundles killed, {finished} finished before the kill"
     );
-    assert!(pull_kills + bundle_kills > 0, "no kill landed");
 }
 
 #[test]
