@@ -77,3 +77,18 @@ fn manifest_parser_messages_quoting_the_document_stay_one_line() {
         "the bad value is shown escaped: {err}"
     );
 }
+
+#[test]
+fn huge_numbers_in_runner_args_are_read_exactly() {
+    // Found by `runner_args`: 76 digits of 5 followed by 0. What the SDK reads must be the
+    // nearest f64 and be written out as exactly that (runners hand args on as JSON).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("args.yaml");
+    let text = format!("{}0", "5".repeat(75));
+    std::fs::write(&path, &text).unwrap();
+    let args = runner::input::read_args(&path).unwrap();
+    let expected: f64 = text.parse().unwrap();
+    assert_eq!(args.as_f64(), Some(expected));
+    let json = serde_json::to_string(&args).unwrap();
+    assert_eq!(json.parse::<f64>().unwrap(), expected, "{json}");
+}
