@@ -124,7 +124,7 @@ fn writes_a_valid_layout_with_sorted_root_owned_entries() {
     );
     assert_eq!(manifests[0]["digest"], packed.manifest.digest().to_string());
 
-    let manifest = read_json(&blob(&layout, &packed.manifest.digest().to_string()));
+    let manifest = read_json(&blob(&layout, packed.manifest.digest().as_ref()));
     assert_eq!(
         manifest["layers"][0]["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -44,6 +44,8 @@
 pub mod config;
 pub mod context;
 pub mod input;
+#[cfg(feature = "k8s")]
+pub mod k8s_secret;
 pub mod logging;
 pub mod manager;
 pub mod runner;
