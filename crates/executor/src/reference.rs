@@ -49,7 +49,8 @@ pub enum ReferenceError {
         reason: String,
     },
     /// An `oci-layout:` path without a tag or digest that would read back differently
-    /// (it has `@`, or a `:` after its last `/`), or that holds a NUL byte.
+    /// (it has `@`, or a `:` after its last `/`), or that holds control characters or
+    /// ends in white space.
     #[error(
         "invalid image reference {reference:?}: the OCI layout path {path:?} is ambiguous or invalid; name the image with :TAG or @DIGEST"
     )]
@@ -236,7 +237,10 @@ fn parse_layout(text: &str, rest: &str) -> Result<ImageSource, ReferenceError> {
             || printed
                 .rsplit_once(':')
                 .is_some_and(|(_, after)| !after.contains('/')));
-    if ambiguous || printed.contains('\0') {
+    // Control characters and trailing white space would not survive either (references
+    // are trimmed), and no sane layout directory has them.
+    let garbled = printed.chars().any(char::is_control) || printed.trim_end() != printed;
+    if ambiguous || garbled {
         return Err(ReferenceError::LayoutPathAmbiguous {
             reference: text.to_owned(),
             path,
