@@ -218,7 +218,13 @@ async fn run_cases(repo: &str, target: Target, times: Times) -> (usize, usize) {
         // The same reference through the healed path: whatever the failed pull left
         // behind must not get in the way.
         proxy.heal();
-        let record = pull(&store, &reference, &opts)
+        // Generous limits here: a loaded machine must not fail the healthy pull.
+        let healthy = PullOptions {
+            stall_timeout: Duration::from_secs(30),
+            retries: 4,
+            ..opts.clone()
+        };
+        let record = pull(&store, &reference, &healthy)
             .await
             .unwrap_or_else(|e| panic!("{what}: pull after healing failed: {}", chain(&e)));
         assert_eq!(record.manifest_digest.to_string(), fx.host.digest, "{what}");
