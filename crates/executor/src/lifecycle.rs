@@ -3,7 +3,7 @@
 //! create + start + wait happen in one foreground `run` of the runtime, whose exit
 //! status is the container's. A timeout or a stop request (the executor got
 //! SIGINT/SIGTERM) sends SIGTERM to the container, waits the grace period, then
-//! sends SIGKILL. Whatever happens, the container is deleted from the runtime
+//! sends SIGKILL; a second request skips the rest of the grace period. Whatever happens, the container is deleted from the runtime
 //! before [`run_container`] returns.
 
 use crate::report::error_chain;
@@ -171,8 +171,9 @@ impl Exit {
 /// The container's stdout and stderr are this process's (live, no buffering); its
 /// stdin is empty. The runtime runs in its own process group, so a Ctrl-C at a
 /// terminal reaches only the executor, which then stops the container through
-/// `stop` (see [`Stop`]). `pid_file` must not exist yet: its appearance tells that the runtime
-/// created the container.
+/// `stop` (see [`Stop`]). `pid_file` must not exist yet: its appearance tells
+/// that the runtime created the container (a runtime that exits without writing
+/// it failed, which is [`LifecycleError::NotStarted`], not a runner exit code).
 pub async fn run_container(
     runtime: &dyn Runtime,
     id: &str,

@@ -131,26 +131,38 @@ async fn runner_killed_by_signal_exits_128_plus_n(kind: RuntimeKind) {
             .trim()
             .parse()
             .unwrap();
-        let state = runtime.state(&id).await.unwrap().expect("container state");
-        assert_eq!(state.status, "running");
-        assert_eq!(state.pid, Some(pid));
+        // The pid file may appear at create, before start: wait for `running`.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut state = None;
+        while Instant::now() < deadline {
+            state = runtime.state(&id).await.unwrap();
+            if state.as_ref().is_some_and(|s| s.status == "running") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // From the host, like the OOM killer: PID 1 of the container cannot
-        // block it.
+        // block it. Killed whatever the state said, so a failure cannot hang.
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
+        (pid, state)
     });
+    // The timeout is only a safety net against a hang: it must not fire.
     let exit = run_bundle(
         &fx,
         &bundle,
-        opts(None, Duration::from_secs(5)),
+        opts(Some(Duration::from_secs(300)), Duration::from_secs(5)),
         &Stop::new(),
     )
     .await
     .unwrap();
-    killer.await.unwrap();
+    let (pid, state) = killer.await.unwrap();
+    let state = state.expect("the runtime knew the container");
+    assert_eq!(state.status, "running");
+    assert_eq!(state.pid, Some(pid));
     assert_eq!(exit.exit_code, 128 + 9);
     assert_eq!(exit.stopped, None);
 }
@@ -180,8 +192,10 @@ async fn timeout_lets_a_runner_exit_on_sigterm(kind: RuntimeKind) {
     let exit = run_bundle(
         &fx,
         &bundle,
-        // A long grace period: the runner exits on SIGTERM well before it.
-        opts(Some(Duration::from_secs(1)), Duration::from_secs(120)),
+        // The timeout leaves the shell ample time to set its trap (PID 1 ignores
+        // SIGTERM without one); the long grace period shows the runner exits on
+        // SIGTERM, not on SIGKILL.
+        opts(Some(Duration::from_secs(5)), Duration::from_secs(120)),
         &Stop::new(),
     )
     .await
@@ -192,12 +206,14 @@ async fn timeout_lets_a_runner_exit_on_sigterm(kind: RuntimeKind) {
 
 async fn stop_request_stops_the_runner(kind: RuntimeKind) {
     let fx = fixture(&kind);
-    let bundle = TestBundle::shell("trap 'exit 9' TERM; while true; do sleep 0.2; done");
-    let pid_file = fx.run.pid_file();
+    let bundle =
+        TestBundle::shell("trap 'exit 9' TERM; touch /out/trapped; while true; do sleep 0.2; done");
+    let trapped = bundle.path().join("out/trapped");
     let stop = Stop::new();
     let requester = stop.clone();
     tokio::spawn(async move {
-        wait_for("the container's pid file", || pid_file.exists()).await;
+        // Stop once the runner handles SIGTERM (PID 1 ignores it before that).
+        wait_for("the runner's trap", || trapped.exists()).await;
         requester.stop();
     });
     let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(120)), &stop)

@@ -465,3 +465,61 @@ async fn second_signal_kills_the_runner_at_once() {
     assert_eq!(status.code(), Some(137));
     assert_nothing_left(root.path(), &run_dir, pid);
 }
+
+/// The Kubernetes Secret reporter puts the outcome under key `status` of the Secret
+/// named after the context's `name`, through a real HTTP API (the project's fake
+/// API server) reached with the `--kubeconfig` given to the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k8s_secret_reporter_writes_the_outcome() {
+    use base64::Engine as _;
+    use kube_fake::{FakeApiServer, Resource};
+    let server = FakeApiServer::start().await.unwrap();
+    server
+        .create(
+            Resource::Secrets,
+            "default",
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "action-1", "namespace": "default"},
+                "data": {},
+            }),
+        )
+        .unwrap();
+    let root = scratch_dir();
+    let work = scratch_dir();
+    let kubeconfig = work.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig, "default").unwrap();
+    let layout = work.path().join("layout");
+    support::build_image(
+        &layout,
+        "echo '{\"phase\":\"done\"}' > \"$RUNNER_STATUS_PATH\"; exit 0",
+    );
+    let (context, args) = inputs(work.path());
+    let mut cmd = run_image(root.path(), "runc", &layout, &context, &args);
+    cmd.arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--status-reporter", "k8s-secret"]);
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+
+    let secret = server
+        .get(Resource::Secrets, "default", "action-1")
+        .expect("the secret still exists");
+    let encoded = secret["data"]["status"]
+        .as_str()
+        .expect("status key written");
+    let status = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let outcome: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    assert_eq!(outcome["succeeded"], true);
+    assert_eq!(outcome["exitCode"], 0);
+    assert_eq!(
+        outcome["runnerStatus"],
+        serde_json::json!({"phase": "done"})
+    );
+    assert!(run_dirs(root.path()).is_empty());
+}

@@ -2,7 +2,6 @@
 
 use super::GlobalArgs;
 use anyhow::Context as _;
-use executor::bundle::{BindMount, BundleOptions};
 use executor::lifecycle::{self, LifecycleOptions};
 use executor::reference::ImageSource;
 use executor::report::{Reporter, ReporterKind};
@@ -30,7 +29,7 @@ pub struct Args {
     image: Option<String>,
     /// Run a prepared OCI bundle directory as is instead of an image (its `out/`
     /// holds artifacts, `status/status.json` the runner's status); for debugging runtimes.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["ProcessArgs", "RegistryArgs"])]
     bundle: Option<PathBuf>,
     /// OCI runtime: `embedded` (youki's libcontainer, built in), `runc`, `crun`,
     /// `youki`, or the path of a runc-compatible CLI.
@@ -57,19 +56,6 @@ pub struct Args {
     /// Grace period between SIGTERM and SIGKILL when stopping the runner.
     #[arg(long, default_value = "10s")]
     stop_timeout: GoDuration,
-    /// Network of the runner: `none` (loopback only) or `host`.
-    #[arg(long, value_enum, default_value_t = Network::None, conflicts_with = "bundle")]
-    network: Network,
-    /// Extra environment variable for the runner (repeatable).
-    #[arg(long, value_name = "K=V", conflicts_with = "bundle")]
-    env: Vec<String>,
-    /// Extra bind mount for the runner (repeatable).
-    #[arg(long, value_name = "SRC:DST[:ro]", conflicts_with = "bundle")]
-    mount: Vec<String>,
-    /// Kubeconfig for runners that talk to Kubernetes: mounted read-only with the
-    /// certificate files it names, `KUBECONFIG` set.
-    #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
-    kubeconfig: Option<PathBuf>,
     /// Where the outcome goes: `none`, `stdout` (JSON), `file:PATH`, `k8s-secret`.
     #[arg(long, default_value = "none")]
     status_reporter: ReporterKind,
@@ -78,15 +64,8 @@ pub struct Args {
     pull: PullPolicy,
     #[command(flatten)]
     registry: Box<super::pull::RegistryArgs>,
-}
-
-/// The runner's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Network {
-    /// A network namespace with loopback only.
-    None,
-    /// The host's network.
-    Host,
+    #[command(flatten)]
+    process: Box<super::bundle::ProcessArgs>,
 }
 
 /// When to pull the image.
@@ -120,23 +99,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         .timeout
         .or(context.as_ref().map(|c| c.timeout))
         .and_then(GoDuration::as_limit);
-    let reporter = match &args.status_reporter {
-        ReporterKind::None => Reporter::None,
-        ReporterKind::Stdout => Reporter::Stdout,
-        ReporterKind::File(path) => Reporter::File(path.clone()),
-        ReporterKind::K8sSecret => anyhow::bail!(
-            "status reporter k8s-secret is not available in this build \
-             (it needs the runner SDK's Kubernetes Secret reporter)"
-        ),
-    };
-    let opts = RunOptions {
+    let reporter_kind = args.status_reporter.clone();
+    let kubeconfig = args.process.kubeconfig.clone();
+    let mut opts = RunOptions {
         runtime: args.runtime.clone(),
         lifecycle: LifecycleOptions {
             timeout,
             stop_timeout: args.stop_timeout.0,
         },
         output_dir: args.output_dir.clone(),
-        reporter,
+        reporter: Reporter::None,
     };
     let prepare: Box<dyn Prepare> = match (&args.bundle, &args.image) {
         (Some(bundle), _) => Box::new(ExistingBundle(bundle.clone())),
@@ -145,6 +117,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let root = global.root.clone();
     let result = super::block_on(async move {
+        opts.reporter = reporter(reporter_kind, context, kubeconfig.as_deref()).await?;
         let stop = lifecycle::Stop::new();
         lifecycle::forward_termination_signals(&stop)
             .context("while installing signal handlers")?;
@@ -156,24 +129,51 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from((result.exit_code & 0xff) as u8))
 }
 
+/// The reporter the flags chose. The Kubernetes Secret reporter talks to the API
+/// server of `--kubeconfig` if given, else of the usual inference (`KUBECONFIG`,
+/// `~/.kube/config`, in-cluster), and needs the context (it names the Secret).
+async fn reporter(
+    kind: ReporterKind,
+    context: Option<runner::Context>,
+    kubeconfig: Option<&std::path::Path>,
+) -> anyhow::Result<Reporter> {
+    use runner::k8s_secret::K8sSecretReporter;
+    Ok(match kind {
+        ReporterKind::None => Reporter::None,
+        ReporterKind::Stdout => Reporter::Stdout,
+        ReporterKind::File(path) => Reporter::File(path),
+        ReporterKind::K8sSecret => {
+            let context = context.context("--status-reporter k8s-secret needs --context")?;
+            let reporter = match kubeconfig {
+                Some(path) => {
+                    let config = kube::config::Kubeconfig::read_from(path)
+                        .with_context(|| format!("while reading kubeconfig {}", path.display()))?;
+                    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+                        .await
+                        .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
+                    let client = kube::Client::try_from(config)
+                        .context("while creating the Kubernetes client")?;
+                    K8sSecretReporter::new(client)
+                }
+                None => K8sSecretReporter::try_default()
+                    .await
+                    .context("while creating the Kubernetes client")?,
+            };
+            Reporter::Sdk {
+                reporter: Box::new(reporter),
+                context,
+            }
+        }
+    })
+}
+
 /// The pull + snapshot + bundle stages for `image`, from the flags.
 fn image_bundle(global: &GlobalArgs, args: &Args, image: &str) -> anyhow::Result<ImageBundle> {
     let source = ImageSource::parse(image)?;
     let (Some(context), Some(runner_args)) = (&args.context, &args.args) else {
         anyhow::bail!("running an image needs --context FILE and --args FILE");
     };
-    let mut bundle = BundleOptions::new(context, runner_args);
-    bundle.env = args.env.clone();
-    bundle.mounts = args
-        .mount
-        .iter()
-        .map(|m| parse_mount(m))
-        .collect::<anyhow::Result<_>>()?;
-    bundle.network = match args.network {
-        Network::None => executor::bundle::Network::None,
-        Network::Host => executor::bundle::Network::Host,
-    };
-    bundle.kubeconfig = args.kubeconfig.clone();
+    let bundle = args.process.bundle_options(context, runner_args)?;
     let store = Store::open(&global.root)
         .with_context(|| format!("while opening the store at {}", global.root.display()))?;
     let snapshots = Snapshotter::new(global.root.join("snapshots")).with_context(|| {
@@ -194,48 +194,4 @@ fn image_bundle(global: &GlobalArgs, args: &Args, image: &str) -> anyhow::Result
         pull_options: args.registry.pull_options(),
         bundle,
     })
-}
-
-/// Parses `SRC:DST[:ro]` (`SRC:DST:rw` also accepted).
-fn parse_mount(value: &str) -> anyhow::Result<BindMount> {
-    let parts: Vec<&str> = value.split(':').collect();
-    let (source, destination, read_only) = match parts.as_slice() {
-        [src, dst] => (*src, *dst, false),
-        [src, dst, "ro"] => (*src, *dst, true),
-        [src, dst, "rw"] => (*src, *dst, false),
-        _ => anyhow::bail!("invalid --mount {value:?}: expected SRC:DST[:ro]"),
-    };
-    if source.is_empty() || !destination.starts_with('/') {
-        anyhow::bail!("invalid --mount {value:?}: SRC must be given and DST must be absolute");
-    }
-    let source = std::path::absolute(source)
-        .with_context(|| format!("invalid --mount {value:?}: cannot resolve {source}"))?;
-    Ok(BindMount {
-        source,
-        destination: PathBuf::from(destination),
-        read_only,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mounts_parse_with_optional_read_only() {
-        let m = parse_mount("/data:/in:ro").unwrap();
-        assert_eq!(
-            (m.source.as_path(), m.destination.as_path(), m.read_only),
-            (
-                std::path::Path::new("/data"),
-                std::path::Path::new("/in"),
-                true
-            )
-        );
-        assert!(!parse_mount("/data:/in").unwrap().read_only);
-        for bad in ["/data", "/data:in", ":/in", "/a:/b:rx", "/a:/b:ro:x"] {
-            let err = parse_mount(bad).unwrap_err().to_string();
-            assert!(err.starts_with("invalid --mount"), "{bad}: {err}");
-        }
-    }
 }

@@ -35,6 +35,13 @@ pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
     DOCKER_MANIFEST_LIST,
 ];
 
+/// The largest manifest or index accepted (4 MiB, as Distribution and containerd): manifests
+/// are held in memory, so a hostile registry or layout must not make them arbitrary large.
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+
+/// The largest image config accepted (8 MiB): it is read into memory to build the bundle.
+pub const MAX_CONFIG_SIZE: u64 = 8 << 20;
+
 /// Config media types of container images (OCI and Docker); anything else is an artifact.
 pub const CONFIG_MEDIA_TYPES: [&str; 2] = [
     "application/vnd.oci.image.config.v1+json",
@@ -262,10 +269,18 @@ pub enum Manifest {
 /// Parses manifest bytes, telling index from image by `mediaType` (or, when it is
 /// absent as OCI allows, by the fields present).
 pub fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<Manifest, SourceError> {
+    // Parser messages quote the (untrusted) document: keep the error on one line.
     let bad = |reason: String| SourceError::BadManifest {
         digest: digest.clone(),
-        reason,
+        reason: one_line(&reason),
     };
+    if bytes.len() > MAX_MANIFEST_SIZE {
+        return Err(bad(format!(
+            "{} bytes, more than the {} bytes a manifest may have",
+            bytes.len(),
+            MAX_MANIFEST_SIZE
+        )));
+    }
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
     if value.get("schemaVersion").and_then(|v| v.as_i64()) != Some(2) {
@@ -277,7 +292,7 @@ pub fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<Manifest, SourceE
     let is_index = match media_type {
         Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => true,
         Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
-        Some(other) => return Err(bad(format!("unsupported media type {other}"))),
+        Some(other) => return Err(bad(format!("unsupported media type {other:?}"))),
         None => value.get("manifests").is_some(),
     };
     if is_index {
@@ -288,6 +303,21 @@ pub fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<Manifest, SourceE
         let manifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         Ok(Manifest::Image(Box::new(manifest), media_type))
     }
+}
+
+/// `text` with control characters (newlines, escapes) escaped, so that text from a
+/// registry cannot break an error message over lines or into terminal control codes.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Picks the manifest for `wanted` from an index, skipping attestation manifests
