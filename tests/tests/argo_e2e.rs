@@ -6,7 +6,8 @@
 //! The runner reports its start status to the Action's Secret itself
 //! (`ARGO_RUNNER_STATUS_REPORTER=k8s-secret`, so the engine sees it while the
 //! Workflow runs) and to `RUNNER_STATUS_PATH`, which the executor forwards in the
-//! outcome (`--status-reporter file:...` here).
+//! outcome (`--status-reporter file:...` here, and the executor's own
+//! `--status-reporter k8s-secret`, which replaces it with the outcome at the end).
 
 use integration_tests::{ManifestFormat, Registry, executor_bin, push_layout};
 use kube_fake::{FakeApiServer, Resource};
@@ -188,8 +189,6 @@ impl Setup {
             .arg(work.join("kubeconfig"))
             .args(["--env", "ARGO_RUNNER_STATUS_REPORTER=k8s-secret"])
             .args(["--status-reporter", reporter])
-            // For the executor's own k8s-secret reporter, which runs on the host.
-            .env("KUBECONFIG", work.join("kubeconfig"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -388,9 +387,6 @@ async fn a_dry_run_succeeds_and_creates_nothing() {
 /// The executor's own `--status-reporter k8s-secret`: once the run is over, the
 /// Secret holds the outcome, whose `runnerStatus` is the runner's start status.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG (run module, engineer D): executor run --status-reporter k8s-secret \
-            fails with 'not available in this build'; un-ignore when it is wired to \
-            runner::k8s_secret::K8sSecretReporter"]
 async fn the_executor_reports_the_outcome_to_the_secret() {
     let setup = Setup::new().await;
     let name = "e2e-executor-secret";

@@ -1,8 +1,8 @@
 //! Issue 8, the runner's confinement: a busybox image started by `executor run`
 //! runs a probe script that prints what it sees from inside, and the test checks
 //! it: no host processes, read-only inputs of mode 0600, the 14 default
-//! capabilities only, `NoNewPrivs`, masked `/proc` paths, loopback only without
-//! host networking. From the host: the inputs are gone after the run, and neither
+//! capabilities only, `NoNewPrivs`, masked `/proc` paths, a read-only `/proc/sys`,
+//! loopback only without host networking. From the host: the inputs are gone after the run, and neither
 //! a registry password nor the args' content ever reach the executor's output,
 //! even at `--log-level trace`.
 
@@ -38,6 +38,9 @@ for f in /runner-context /runner-args; do
     if ( echo overwritten > "$f" ) 2>/dev/null; then echo "write$f=ok"; else echo "write$f=refused"; fi
     echo "mode$f=$($b stat -c %a "$f")"
 done
+# Read-only /proc/sys: the hostname of the container's own UTS namespace, so a
+# failure of confinement changes nothing on the host.
+if ( echo probe > /proc/sys/kernel/hostname ) 2>/dev/null; then echo "write/proc/sys=ok"; else echo "write/proc/sys=refused"; fi
 echo "capeff=$($b grep '^CapEff:' /proc/self/status | $b tr -d ' \t' | $b cut -d: -f2)"
 echo "nonewprivs=$($b grep '^NoNewPrivs:' /proc/self/status | $b tr -d ' \t' | $b cut -d: -f2)"
 for f in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug; do
@@ -165,6 +168,7 @@ fn check_confined(runtime: &str) {
         );
         assert_eq!(get(&format!("mode{input}")), "600", "{input}");
     }
+    assert_eq!(get("write/proc/sys"), "refused", "/proc/sys is writable");
     assert_eq!(get("capeff"), DEFAULT_CAP_MASK);
     assert_eq!(get("nonewprivs"), "1");
     // Masked files are /dev/null (character device 1:3); only those this kernel has.
