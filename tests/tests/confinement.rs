@@ -295,10 +295,9 @@ fn secrets_never_reach_the_executor_output_at_any_log_level() {
     .unwrap();
     let image = format!("{}/confinement/probe:v1", registry.addr());
     let authfile = authfile.to_string_lossy().into_owned();
-    let mut outputs = Vec::new();
-    for format in ["text", "json"] {
+    let run = |format: &str, authfile: &str| {
         let (context, args) = inputs(probe.work.path());
-        let output = Command::new(executor_bin().unwrap())
+        Command::new(executor_bin().unwrap())
             .env_remove("EXECUTOR_ROOT")
             .env_remove("RUST_LOG")
             .arg("--root")
@@ -309,7 +308,7 @@ fn secrets_never_reach_the_executor_output_at_any_log_level() {
                 "--insecure-registry",
                 registry.addr(),
                 "--authfile",
-                &authfile,
+                authfile,
             ])
             .arg("--context")
             .arg(context)
@@ -318,10 +317,39 @@ fn secrets_never_reach_the_executor_output_at_any_log_level() {
             .args(["--status-reporter", "stdout"])
             .stdin(Stdio::null())
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let mut outputs = Vec::new();
+    for format in ["text", "json"] {
+        let output = run(format, &authfile);
         assert_eq!(output.status.code(), Some(0), "{output:?}");
         outputs.push(output);
     }
+    // A refused login fails the run without echoing what was tried.
+    let wrong = probe.work.path().join("wrong-auth.json");
+    let wrong_password = "wrong-pw-93c2e1f07b";
+    let wrong_auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{wrong_password}"));
+    std::fs::write(
+        &wrong,
+        json!({"auths": {registry.addr(): {"auth": wrong_auth}}}).to_string(),
+    )
+    .unwrap();
+    let refused = run("text", &wrong.to_string_lossy());
+    assert_eq!(refused.status.code(), Some(125), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not authorized to pull"), "{stderr}");
+    for secret in [wrong_password, wrong_auth.as_str()] {
+        assert!(
+            !contains(&refused.stderr, secret.as_bytes())
+                && !contains(&refused.stdout, secret.as_bytes()),
+            "a refused password appears in the executor's output"
+        );
+    }
+    assert!(
+        !contains(&refused.stderr, ARGS_MARKER.as_bytes()),
+        "the args appear in a failed run's output"
+    );
     for output in &outputs {
         let stderr = String::from_utf8_lossy(&output.stderr);
         // Trace logging really is on (the check below is not vacuous).
