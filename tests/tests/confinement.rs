@@ -227,7 +227,10 @@ fn host_networking_shows_more_than_loopback() {
 fn the_inputs_are_0600_on_the_host_while_the_runner_runs() {
     let probe = Probe::new();
     let mut child = probe
-        .command("embedded", &["--env", "PROBE_SLEEP=30"])
+        .command(
+            "embedded",
+            &["--env", "PROBE_SLEEP=30", "--stop-timeout", "1s"],
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
