@@ -154,6 +154,31 @@ impl Setup {
             .unwrap();
     }
 
+    /// Rewrites the kubeconfig to name a CA certificate file and a token file, as
+    /// kubeconfigs of real clusters do: the executor must mount both for the
+    /// runner, which fails to build its client when either is missing.
+    fn kubeconfig_naming_files(&self) {
+        let files = self.work.path().join("kube-files");
+        std::fs::create_dir(&files).unwrap();
+        let openssl = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=e2e test CA", "-keyout"])
+            .arg(files.join("ca.key"))
+            .arg("-out")
+            .arg(files.join("ca.crt"))
+            .output()
+            .unwrap();
+        assert!(openssl.status.success(), "{openssl:?}");
+        std::fs::write(files.join("token"), "e2e-token\n").unwrap();
+        let path = self.work.path().join("kubeconfig");
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config["clusters"][0]["cluster"]["certificate-authority"] =
+            json!(files.join("ca.crt").to_str().unwrap());
+        config["users"][0]["user"]["token-file"] = json!(files.join("token").to_str().unwrap());
+        std::fs::write(&path, config.to_string()).unwrap();
+    }
+
     fn outcome_path(&self) -> PathBuf {
         self.work.path().join("outcome.json")
     }
@@ -274,9 +299,12 @@ fn start_status(name: &str) -> Value {
     json!({"argoWorkflowRef": {"name": name, "namespace": NS}})
 }
 
-async fn a_completed_workflow_succeeds(runtime: &str) {
+async fn a_completed_workflow_succeeds(runtime: &str, kubeconfig_files: bool) {
     let setup = Setup::new().await;
-    let name = format!("e2e-ok-{runtime}");
+    if kubeconfig_files {
+        setup.kubeconfig_naming_files();
+    }
+    let name = format!("e2e-ok-{runtime}-{kubeconfig_files}");
     setup.action(&name, false);
     let mut child = setup.run(runtime);
     setup.runner_is_waiting(&mut child).await;
@@ -312,12 +340,17 @@ async fn a_completed_workflow_succeeds(runtime: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_completed_workflow_succeeds_on_the_embedded_runtime() {
-    a_completed_workflow_succeeds("embedded").await;
+    a_completed_workflow_succeeds("embedded", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kubeconfig_naming_a_ca_file_and_a_token_file_reaches_the_runner() {
+    a_completed_workflow_succeeds("embedded", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_completed_workflow_succeeds_on_runc() {
-    a_completed_workflow_succeeds("runc").await;
+    a_completed_workflow_succeeds("runc", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
