@@ -1,6 +1,6 @@
 //! Issue 8, the runner's confinement: a busybox image started by `executor run`
 //! runs a probe script that prints what it sees from inside, and the test checks
-//! it: no host processes, read-only inputs of mode 0600, the 14 default
+//! it: no host processes, read-only inputs of mode 0600 and kubeconfig, the 14 default
 //! capabilities only, `NoNewPrivs`, masked `/proc` paths, a read-only `/proc/sys`,
 //! loopback only without host networking. From the host: the inputs are gone after the run, and neither
 //! a registry password nor the args' content ever reach the executor's output,
@@ -38,6 +38,11 @@ for f in /runner-context /runner-args; do
     if ( echo overwritten > "$f" ) 2>/dev/null; then echo "write$f=ok"; else echo "write$f=refused"; fi
     echo "mode$f=$($b stat -c %a "$f")"
 done
+if [ -n "$KUBECONFIG" ]; then
+    echo "kubeconfig=$KUBECONFIG"
+    if ( echo overwritten > "$KUBECONFIG" ) 2>/dev/null; then echo "write/kubeconfig=ok"; else echo "write/kubeconfig=refused"; fi
+    echo "server=$($b grep -o 'http://[0-9.:]*' "$KUBECONFIG")"
+fi
 # Read-only /proc/sys: the hostname of the container's own UTS namespace, so a
 # failure of confinement changes nothing on the host.
 if ( echo probe > /proc/sys/kernel/hostname ) 2>/dev/null; then echo "write/proc/sys=ok"; else echo "write/proc/sys=refused"; fi
@@ -148,7 +153,22 @@ impl Probe {
 
 fn check_confined(runtime: &str, extra: &[&str]) {
     let probe = Probe::new();
-    let (seen, _) = probe.run(runtime, extra);
+    // A kubeconfig goes in read-only, as the inputs do.
+    let kubeconfig = probe.work.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        json!({"apiVersion": "v1", "kind": "Config",
+               "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:6443"}}],
+               "users": [{"name": "u", "user": {}}],
+               "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+               "current-context": "x"})
+        .to_string(),
+    )
+    .unwrap();
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let mut extra = extra.to_vec();
+    extra.extend(["--kubeconfig", &kubeconfig]);
+    let (seen, _) = probe.run(runtime, &extra);
     eprintln!("{runtime} probe saw {seen:?}");
     let get = |key: &str| {
         seen.get(key)
@@ -168,6 +188,13 @@ fn check_confined(runtime: &str, extra: &[&str]) {
         );
         assert_eq!(get(&format!("mode{input}")), "600", "{input}");
     }
+    assert_eq!(get("kubeconfig"), "/etc/runner/kubeconfig");
+    assert_eq!(get("server"), "http://127.0.0.1:6443");
+    assert_eq!(
+        get("write/kubeconfig"),
+        "refused",
+        "the kubeconfig is writable"
+    );
     assert_eq!(get("write/proc/sys"), "refused", "/proc/sys is writable");
     assert_eq!(get("capeff"), DEFAULT_CAP_MASK);
     assert_eq!(get("nonewprivs"), "1");
