@@ -1,10 +1,10 @@
 //! Issue 8, the runner's confinement: a busybox image started by `executor run`
 //! runs a probe script that prints what it sees from inside, and the test checks
-//! it: no host processes, read-only inputs of mode 0600 and kubeconfig, the 14 default
-//! capabilities only, `NoNewPrivs`, masked `/proc` paths, a read-only `/proc/sys`,
-//! loopback only without host networking. From the host: the inputs are gone after the run, and neither
-//! a registry password nor the args' content ever reach the executor's output,
-//! even at `--log-level trace`.
+//! it: no host processes, read-only inputs (mode 0600) and kubeconfig, the 14
+//! default capabilities only, `NoNewPrivs`, masked `/proc` paths, a read-only
+//! `/proc/sys`, loopback only without host networking. From the host: the inputs
+//! are gone after the run, and neither a registry password nor the args' content
+//! ever reach the executor's output, even at `--log-level trace`.
 
 use integration_tests::{
     Compression, Entry, ImageSpec, LayerSpec, ManifestFormat, Registry, RegistryConfig,
