@@ -103,6 +103,16 @@ fn fixture() -> Fixture {
     // Root reads any file whatever its mode, so "unreadable" is a directory.
     std::fs::create_dir(d.join("a-directory")).unwrap();
     std::fs::create_dir(d.join("full")).unwrap();
+    // Root writes through any mode bits: a read-only file system is what stops it.
+    std::fs::create_dir(d.join("read-only")).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &d.join("read-only"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .unwrap();
     std::fs::write(d.join("full/keep"), "mine").unwrap();
     Fixture { registry, dir }
 }
@@ -552,6 +562,11 @@ fn bad_run_options_fail_cleanly() {
                 "{d}/kubeconfig-missing-certs.yaml"
             ),
             &["/nonexistent/ca.crt"],
+        ),
+        case(
+            "output-dir-not-writable",
+            run_args!("{layout}", "--output-dir", "{d}/read-only/out"),
+            &["{d}/read-only/out"],
         ),
         case(
             "output-dir-is-a-file",

@@ -151,8 +151,7 @@ pub enum BundleError {
         #[source]
         source: io::Error,
     },
-    /// The runner context or args file is not what a runner can read: the context is not a
-    /// runner context document, or the args are not YAML.
+    /// The runner context or args file cannot be read or is not YAML.
     #[error("invalid runner {what} {path}: {reason}")]
     InvalidInput {
         /// `context` or `args`.
@@ -546,8 +545,9 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// Reads both files; the context must be a runner context document (as the SDK reads
-    /// it: unknown fields, wrong types and bad durations are refused) and the args YAML.
+    /// Reads both files, which must be YAML. Only YAML: what the documents must hold is
+    /// the runner's contract (`executor run` checks the context against it; `executor
+    /// bundle`, a debugging tool, lets a partial context through).
     fn read(opts: &BundleOptions) -> Result<Inputs, BundleError> {
         let read = |what: &'static str, path: &Path| {
             fs::read(path).map_err(|e| BundleError::InvalidInput {
@@ -563,7 +563,7 @@ impl Inputs {
                 reason: e.to_string(),
             };
         let context = read("context", &opts.context_file)?;
-        serde_norway::from_slice::<runner::Context>(&context)
+        serde_norway::from_slice::<serde_norway::Value>(&context)
             .map_err(|e| invalid("context", &opts.context_file, e))?;
         let args = read("args", &opts.args_file)?;
         serde_norway::from_slice::<serde_norway::Value>(&args)
@@ -1043,5 +1043,38 @@ mod tests {
                 .to_string()
                 .contains("memory_limit")
         );
+    }
+
+    #[test]
+    fn inputs_must_be_readable_yaml_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.yaml");
+        fs::write(&good, "name: x\n").unwrap();
+        let bad = dir.path().join("bad.yaml");
+        fs::write(&bad, "\tworkflow: : :\n").unwrap();
+        let missing = dir.path().join("missing.yaml");
+        let read = |context: &Path, args: &Path| {
+            Inputs::read(&BundleOptions::new(context, args)).map(|i| (i.context, i.args))
+        };
+        assert_eq!(
+            read(&good, &good).unwrap(),
+            (b"name: x\n".to_vec(), b"name: x\n".to_vec())
+        );
+        for (context, args, what, path) in [
+            (&bad, &good, "context", &bad),
+            (&good, &bad, "args", &bad),
+            (&missing, &good, "context", &missing),
+            (
+                &good,
+                &dir.path().to_owned(),
+                "args",
+                &dir.path().to_owned(),
+            ),
+        ] {
+            let err = read(context, args).unwrap_err().to_string();
+            let expected = format!("invalid runner {what} {}: ", path.display());
+            assert!(err.starts_with(&expected), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 }
