@@ -27,7 +27,8 @@ platform:
 ";
 
 /// Input files, an OCI layout (`v1`: busybox running `true`; `hostile`: a layer with a
-/// `../` entry), and a registry holding `runners/test:v1` and a tampered `runners/bad:v1`.
+/// `../` entry), three broken copies of it (`tampered-layout`, `truncated-index`,
+/// `missing-blob`), and a registry holding `runners/test:v1` and a tampered `runners/bad:v1`.
 struct Fixture {
     registry: Registry,
     dir: tempfile::TempDir,
@@ -73,6 +74,33 @@ fn fixture() -> Fixture {
     std::fs::write(&blob, data).unwrap();
 
     write_hostile_image(&layout);
+
+    // Broken copies of the layout: a flipped byte in the layer, a truncated index, a
+    // missing layer blob.
+    let layer_hex = built.layers[0].trim_start_matches("sha256:");
+    for broken in ["tampered-layout", "truncated-index", "missing-blob"] {
+        let copy = d.join(broken);
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(&bad_layout)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let blob = copy.join("blobs/sha256").join(layer_hex);
+        match broken {
+            "tampered-layout" => {
+                let mut data = std::fs::read(&blob).unwrap();
+                let middle = data.len() / 2;
+                data[middle] ^= 0xff;
+                std::fs::write(&blob, data).unwrap();
+            }
+            "truncated-index" => {
+                std::fs::write(copy.join("index.json"), "{\"schemaVersion\":2,\"manif").unwrap();
+            }
+            _ => std::fs::remove_file(&blob).unwrap(),
+        }
+    }
 
     let files = [
         ("context.yaml", CONTEXT.to_owned()),
@@ -462,6 +490,21 @@ fn bad_images_and_registries_fail_cleanly() {
             "no-layout",
             run_args!("oci-layout:{d}/nowhere:v1"),
             &["{d}/nowhere"],
+        ),
+        case(
+            "tampered-layout-blob",
+            &["pull", "oci-layout:{d}/tampered-layout:v1"],
+            &["{d}/tampered-layout", "digest mismatch"],
+        ),
+        case(
+            "truncated-layout-index",
+            run_args!("oci-layout:{d}/truncated-index:v1"),
+            &["{d}/truncated-index/index.json"],
+        ),
+        case(
+            "missing-layout-blob",
+            run_args!("oci-layout:{d}/missing-blob:v1"),
+            &["{d}/missing-blob", "is not in the layout"],
         ),
         case(
             "registry-unknown-image",
