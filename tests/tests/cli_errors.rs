@@ -26,8 +26,8 @@ platform:
     uid: 7d3c1f2e
 ";
 
-/// Input files, an OCI layout (`v1`: busybox running `true`; `hostile`: a layer with a
-/// `../` entry), three broken copies of it (`tampered-layout`, `truncated-index`,
+/// Input files, an OCI layout (`v1`: busybox running `true`; `hostile`: a layer with
+/// `../` entries), three broken copies of it (`tampered-layout`, `truncated-index`,
 /// `missing-blob`), and a registry holding `runners/test:v1` and a tampered `runners/bad:v1`.
 struct Fixture {
     registry: Registry,
@@ -145,9 +145,8 @@ fn fixture() -> Fixture {
     Fixture { registry, dir }
 }
 
-/// Adds the image `hostile` to `layout`: one uncompressed layer whose entry climbs out of
-/// the root file system (`../../cli-errors-escape`), written header by header because tar
-/// writers refuse such names.
+/// Adds the image `hostile` to `layout`: one uncompressed layer whose entries climb out of
+/// the root file system, written header by header because tar writers refuse such names.
 fn write_hostile_image(layout: &Path) {
     let blobs = layout.join("blobs/sha256");
     let put = |bytes: &[u8]| -> String {
@@ -155,15 +154,30 @@ fn write_hostile_image(layout: &Path) {
         std::fs::write(blobs.join(&hex), bytes).unwrap();
         format!("sha256:{hex}")
     };
-    let mut header = tar::Header::new_old();
-    let name = b"../../cli-errors-escape";
-    header.as_old_mut().name[..name.len()].copy_from_slice(name);
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(0o644);
-    header.set_size(5);
-    header.set_cksum();
     let mut builder = tar::Builder::new(Vec::new());
-    builder.append(&header, &b"owned"[..]).unwrap();
+    // A file climbing out of the root (which unpacking clamps to the root, as the
+    // container would see it), then a hard link to a host file (which it refuses).
+    for (name, kind, link, data) in [
+        (
+            &b"../../cli-errors-escape"[..],
+            tar::EntryType::Regular,
+            &b""[..],
+            &b"owned"[..],
+        ),
+        (b"evil", tar::EntryType::Link, b"../../../etc/shadow", b""),
+    ] {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    }
     let layer = builder.into_inner().unwrap();
     let layer_digest = put(&layer);
     let diff_id = layer_digest.clone();
@@ -364,7 +378,13 @@ fn layout_unchanged(d: &Path) {
     );
 }
 
-fn nothing_escaped(_: &Path) {
+fn nothing_escaped(d: &Path) {
+    // The refused layer left no half-unpacked snapshot for a later run to trust.
+    let snapshots = d.join("root-hostile-tar/snapshots/sha256");
+    let left: Vec<_> = std::fs::read_dir(&snapshots)
+        .map(|e| e.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a refused layer left snapshots {left:?}");
     for dir in [std::env::temp_dir(), PathBuf::from("/")] {
         assert!(
             !dir.join("cli-errors-escape").exists(),
@@ -552,7 +572,7 @@ fn bad_images_and_registries_fail_cleanly() {
             ..case(
                 "hostile-tar",
                 run_args!("oci-layout:{d}/layout:hostile"),
-                &["../../cli-errors-escape"],
+                &["evil", "hard link"],
             )
         },
         case(
