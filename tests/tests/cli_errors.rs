@@ -772,7 +772,6 @@ fn bad_bundle_and_pack_fail_cleanly() {
 }
 
 #[test]
-#[ignore = "BUG: clap usage errors (bad --runtime, --timeout, --status-reporter, --add values) exit 2 with three stderr lines, not 125 and one line (cli/mod.rs)"]
 fn usage_errors_exit_125_in_one_line() {
     let fx = fixture();
     fx.check_all(&[
