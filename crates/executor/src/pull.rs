@@ -188,6 +188,16 @@ impl Puller<'_> {
                 media_type: config_type,
             });
         }
+        if manifest.config().size() > crate::source::MAX_CONFIG_SIZE {
+            return Err(self.source_err(SourceError::BadManifest {
+                digest: manifest_digest.clone(),
+                reason: format!(
+                    "config of {} bytes, more than the {} bytes accepted",
+                    manifest.config().size(),
+                    crate::source::MAX_CONFIG_SIZE
+                ),
+            }));
+        }
         for layer in manifest.layers() {
             let media_type = layer.media_type().to_string();
             if !LAYER_MEDIA_TYPES.contains(&media_type.as_str()) {

@@ -35,6 +35,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchown, fchownat, symlinkat};
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, MediaType};
 use sha2::{Digest as _, Sha256};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
@@ -213,6 +214,9 @@ impl Snapshotter {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         }
+        // Canonical, so that overlay mounts name snapshots by the same absolute path that
+        // `chains_in` looks for in /proc/self/mountinfo.
+        let root = root.canonicalize().map_err(io_err("resolve", &root))?;
         let mut this = Self {
             root,
             unpack: UnpackOptions::default(),
@@ -280,7 +284,49 @@ impl Snapshotter {
 
     /// Chain IDs of the snapshots present in the cache.
     pub fn snapshots(&self) -> Result<Vec<Digest>, SnapshotError> {
-        let dir = self.root.join(self.kind_dir());
+        self.list(self.kind_dir())
+    }
+
+    /// The chain IDs of this cache's snapshots among `dirs` (lower directories of mounted
+    /// overlays, see [`mounted_lowers`]).
+    pub fn chains_in(&self, dirs: &HashSet<PathBuf>) -> HashSet<Digest> {
+        let own = self.root.join("sha256");
+        dirs.iter()
+            .filter(|d| d.parent() == Some(own.as_path()))
+            .filter_map(|d| d.file_name()?.to_str())
+            .filter_map(|hex| Digest::from_str(&format!("sha256:{hex}")).ok())
+            .collect()
+    }
+
+    /// Removes every snapshot whose chain ID is not in `keep`, overlay diffs and flattened
+    /// trees alike (the host may have switched between them); returns how many went.
+    ///
+    /// `keep` must hold the chain IDs of the images still stored (see [`chain_ids`]) and
+    /// those of every mounted root file system (see [`mounted_chains`]): a running
+    /// container must not lose its lower directories. Caveat: a run that found its
+    /// snapshots present but has not mounted them yet is not protected; its mount then
+    /// fails cleanly (missing lower directory) rather than running on a partial tree.
+    pub fn prune(&self, keep: &HashSet<Digest>) -> Result<usize, SnapshotError> {
+        let mut removed = 0;
+        for kind in ["sha256", "flat"] {
+            for chain in self.list(kind)? {
+                if !keep.contains(&chain) {
+                    self.remove_in(kind, &chain)?;
+                    tracing::debug!(chain_id = %chain, kind, "pruned snapshot");
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes one snapshot (for pruning). The caller makes sure no image or run needs it.
+    pub fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
+        self.remove_in(self.kind_dir(), chain_id)
+    }
+
+    fn list(&self, kind: &str) -> Result<Vec<Digest>, SnapshotError> {
+        let dir = self.root.join(kind);
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
             let entry = entry.map_err(io_err("list", &dir))?;
@@ -295,23 +341,8 @@ impl Snapshotter {
         Ok(out)
     }
 
-    /// Removes every snapshot whose chain ID is not in `keep` (the chain IDs of the images
-    /// still stored, see [`chain_ids`]); returns how many went. Caveat: a running container
-    /// must not lose its lower directories, so prune only when no run uses a removed chain.
-    pub fn prune(&self, keep: &std::collections::HashSet<Digest>) -> Result<usize, SnapshotError> {
-        let mut removed = 0;
-        for chain in self.snapshots()? {
-            if !keep.contains(&chain) {
-                self.remove(&chain)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Removes one snapshot (for pruning). The caller makes sure no image or run needs it.
-    pub fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
-        let dir = self.snapshot_dir(chain_id);
+    fn remove_in(&self, kind: &str, chain_id: &Digest) -> Result<(), SnapshotError> {
+        let dir = self.root.join(kind).join(chain_id.digest());
         let _lock = self.lock(chain_id)?;
         // Rename first so that a crash mid-delete never leaves a partial snapshot in place.
         let doomed = self.temp_dir()?;
@@ -452,25 +483,55 @@ impl Snapshotter {
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io_err("lock", &path)(e.into()))
     }
 
+    /// A fresh directory under `tmp/`, locked for as long as it lives. The lock is a file
+    /// `locks/tmp-<name>.lock` taken *before* the directory exists: a lock on the directory
+    /// itself would leave a window between mkdir and flock in which another process's
+    /// [`Snapshotter::remove_stale_temp`] takes the new directory for a leftover and
+    /// deletes it under its creator.
     fn temp_dir(&self) -> Result<LockedTempDir, SnapshotError> {
         let tmp = self.root.join("tmp");
-        let dir = tempfile::Builder::new()
-            .prefix("unpack-")
-            .tempdir_in(&tmp)
-            .map_err(io_err("create temp directory in", &tmp))?;
-        let handle = File::open(dir.path()).map_err(io_err("open", dir.path()))?;
-        // Held while the directory is in use: tells `remove_stale_temp` of other processes
-        // that it is not stale.
-        let lock = Flock::lock(handle, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| io_err("lock", dir.path())(e.into()))?;
-        Ok(LockedTempDir { dir, _lock: lock })
+        let locks = self.root.join("locks");
+        let lock_file = tempfile::Builder::new()
+            .prefix("tmp-unpack-")
+            .suffix(".lock")
+            .tempfile_in(&locks)
+            .map_err(io_err("create lock file in", &locks))?;
+        let (file, lock_path) = lock_file.into_parts();
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| io_err("lock", &lock_path)(e.into()))?;
+        let name = lock_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("tmp-"))
+            .and_then(|n| n.strip_suffix(".lock"))
+            .expect("the lock file is named tmp-<name>.lock")
+            .to_owned();
+        let path = tmp.join(name);
+        fs::create_dir(&path).map_err(io_err("create temp directory", &path))?;
+        Ok(LockedTempDir {
+            path,
+            lock: Some((lock, lock_path)),
+        })
     }
 
+    /// Removes the temp directories (and their overlay mounts) of unpacks whose process
+    /// died: those whose lock file nobody holds. Live unpacks of other processes are left
+    /// alone.
     fn remove_stale_temp(&self) -> Result<(), SnapshotError> {
         let tmp = self.root.join("tmp");
+        let locks = self.root.join("locks");
         for entry in fs::read_dir(&tmp).map_err(io_err("list", &tmp))? {
-            let path = entry.map_err(io_err("list", &tmp))?.path();
-            let Ok(handle) = File::open(&path) else {
+            let entry = entry.map_err(io_err("list", &tmp))?;
+            let path = entry.path();
+            let lock_path = locks.join(format!("tmp-{}.lock", entry.file_name().to_string_lossy()));
+            // Created if missing (a crash after the lock file went but before the directory
+            // did); a live creator always has its lock file in place.
+            let Ok(handle) = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+            else {
                 continue;
             };
             let Ok(_lock) = Flock::lock(handle, FlockArg::LockExclusiveNonblock) else {
@@ -488,24 +549,77 @@ impl Snapshotter {
                 }
             }
             tracing::info!(path = %path.display(), "removing leftover of an interrupted unpack");
-            fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                // Another process cleaning up at the same time.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &path)(e)),
+            }
+            let _ = fs::remove_file(&lock_path);
+        }
+        // Lock files of creators that died before making their directory.
+        for entry in fs::read_dir(&locks).map_err(io_err("list", &locks))? {
+            let entry = entry.map_err(io_err("list", &locks))?;
+            let name = entry.file_name();
+            let Some(dir) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("tmp-"))
+                .and_then(|n| n.strip_suffix(".lock"))
+            else {
+                continue;
+            };
+            if tmp.join(dir).exists() {
+                continue;
+            }
+            let Ok(handle) = File::open(entry.path()) else {
+                continue;
+            };
+            if let Ok(_lock) = Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         Ok(())
     }
 }
 
-/// A temp directory with an flock on it, removed on drop.
+/// A temp directory under `tmp/` with its lock held; both removed on close or drop.
 struct LockedTempDir {
-    dir: tempfile::TempDir,
-    _lock: Flock<File>,
+    path: PathBuf,
+    lock: Option<(Flock<File>, tempfile::TempPath)>,
 }
 
 impl LockedTempDir {
     fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
-    fn close(self) -> io::Result<()> {
-        self.dir.close()
+
+    fn close(mut self) -> io::Result<()> {
+        self.remove()
+    }
+
+    /// Directory first, lock file last: while the directory exists, its lock must too.
+    fn remove(&mut self) -> io::Result<()> {
+        let Some((lock, lock_path)) = self.lock.take() else {
+            return Ok(());
+        };
+        let result = match fs::remove_dir_all(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        if result.is_err() {
+            // Keep the lock file so that a later start sees the directory as stale.
+            let _ = lock_path.keep();
+        } else {
+            drop(lock_path);
+        }
+        drop(lock);
+        result
+    }
+}
+
+impl Drop for LockedTempDir {
+    fn drop(&mut self) {
+        let _ = self.remove();
     }
 }
 
@@ -645,6 +759,89 @@ fn overlay_options(
         text(work)?
     );
     Ok(data)
+}
+
+/// The lower directories of the overlays mounted in this mount namespace (run root file
+/// systems, bundles that `executor bundle` left mounted), read from `/proc/self/mountinfo`;
+/// [`Snapshotter::chains_in`] maps them to the snapshots they stack.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MountedLowers {
+    /// Lower directories named by some overlay mount, as mounted (absolute for the
+    /// snapshotter's own mounts: its root is canonical).
+    pub dirs: HashSet<PathBuf>,
+    /// Mount points of overlays whose lower directories cannot be mapped back to paths
+    /// (named `/proc/self/fd/N` because the options were too long for one page). While any
+    /// exists, no snapshot should be pruned: it might stack any of them.
+    pub unmapped: Vec<PathBuf>,
+}
+
+/// Reads the overlay mounts of this mount namespace; see [`MountedLowers`]. Caveat: mounts
+/// made in other mount namespaces (a container's own) are not visible; run root file
+/// systems are mounted in the executor's namespace, so they are.
+pub fn mounted_lowers() -> Result<MountedLowers, SnapshotError> {
+    let path = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(path).map_err(io_err("read", path))?;
+    Ok(parse_mounted_lowers(&text))
+}
+
+/// [`mounted_lowers`] on the text of a mountinfo file.
+pub fn parse_mounted_lowers(mountinfo: &str) -> MountedLowers {
+    let mut out = MountedLowers::default();
+    for line in mountinfo.lines() {
+        // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE SOURCE SUPER_OPTS`
+        let Some((head, tail)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut tail = tail.split(' ');
+        if tail.next() != Some("overlay") {
+            continue;
+        }
+        let super_opts = tail.nth(1).unwrap_or("");
+        let mount_point = head.split(' ').nth(4).unwrap_or("");
+        let mut unmapped = false;
+        for opt in super_opts.split(',') {
+            let Some((key, value)) = opt.split_once('=') else {
+                continue;
+            };
+            if !matches!(key, "lowerdir" | "lowerdir+" | "datadir+") {
+                continue;
+            }
+            for dir in value.split(':').filter(|d| !d.is_empty()) {
+                if dir.starts_with("/proc/") {
+                    unmapped = true;
+                } else {
+                    out.dirs.insert(PathBuf::from(unescape_mountinfo(dir)));
+                }
+            }
+        }
+        if unmapped {
+            out.unmapped
+                .push(PathBuf::from(unescape_mountinfo(mount_point)));
+        }
+    }
+    out
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space) in a path field.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(Ok(v)) = bytes
+                .get(i + 1..i + 4)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .map(|d| u8::from_str_radix(d, 8))
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// How a run's root file system was made.
@@ -889,4 +1086,65 @@ fn copy_dir(src: OwnedFd, dst: BorrowedFd<'_>) -> nix::Result<()> {
         utimensat(dst, name, &time, &time, UtimensatFlags::NoFollowSymlink)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn mounted_lowers_come_from_overlay_mounts_only() {
+        let info = format!(
+            "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+             90 22 0:50 / /run/x/rootfs rw,relatime - overlay overlay \
+             rw,lowerdir=/s/sha256/{B}:/s\\040x/sha256/{A},upperdir=/run/x/upper,workdir=/w\n\
+             91 22 0:51 / /b rw - tmpfs tmpfs rw,lowerdir=/s/sha256/{A}3\n"
+        );
+        let mounted = parse_mounted_lowers(&info);
+        let expected: HashSet<PathBuf> = [format!("/s/sha256/{B}"), format!("/s x/sha256/{A}")]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(mounted.dirs, expected);
+        assert!(mounted.unmapped.is_empty());
+    }
+
+    #[test]
+    fn overlays_named_by_fd_are_reported_unmapped() {
+        let info = format!(
+            "90 22 0:50 / /run/with\\040space/rootfs rw - overlay overlay \
+             rw,lowerdir=/proc/self/fd/7:/proc/self/fd/8,upperdir=/proc/self/fd/9,workdir=/w\n\
+             91 22 0:51 / /other rw - overlay overlay rw,lowerdir+=/s/{A},datadir+=/s/{B}\n"
+        );
+        let mounted = parse_mounted_lowers(&info);
+        assert_eq!(
+            mounted.unmapped,
+            vec![PathBuf::from("/run/with space/rootfs")]
+        );
+        assert_eq!(mounted.dirs.len(), 2);
+    }
+
+    #[test]
+    fn only_this_caches_snapshots_count_as_mounted_chains() {
+        let tmp = tempfile::tempdir().unwrap();
+        let snaps = Snapshotter::new(tmp.path().join("snapshots"))
+            .unwrap()
+            .with_overlay(true);
+        let root = tmp.path().canonicalize().unwrap().join("snapshots");
+        let dirs: HashSet<PathBuf> = [
+            root.join("sha256").join(A),
+            root.join("flat").join(B),
+            PathBuf::from("/elsewhere/sha256").join(B),
+            root.join("sha256/not-a-digest"),
+        ]
+        .into_iter()
+        .collect();
+        let expected: HashSet<Digest> = [Digest::from_str(&format!("sha256:{A}")).unwrap()]
+            .into_iter()
+            .collect();
+        assert_eq!(snaps.chains_in(&dirs), expected);
+    }
 }

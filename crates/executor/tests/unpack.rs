@@ -594,3 +594,23 @@ fn not_root_skips_devices_and_ownership() {
     assert_eq!(owned.permissions().mode() & 0o777, 0o640);
     assert_eq!(owned.mtime(), 1_500_000_000);
 }
+
+/// Files are created with their mode and chmod-ed only when the umask (022 here) would cut
+/// bits or the mode has special bits: either way they end up with exactly the tar's mode.
+#[test]
+fn file_modes_survive_the_umask() {
+    let modes = [
+        0o666, 0o777, 0o640, 0o600, 0o755, 0o1755, 0o2711, 0o4700, 0o000,
+    ];
+    let mut layer = Layer::new();
+    for mode in modes {
+        layer.file_with(&format!("f{mode:o}"), b"x", mode, 0, 0, 1);
+    }
+    let tar = layer.tar();
+    let tmp = tempdir();
+    unpack(&tar, tmp.path()).unwrap();
+    for mode in modes {
+        let meta = fs::metadata(tmp.path().join(format!("f{mode:o}"))).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "f{mode:o}");
+    }
+}

@@ -59,8 +59,9 @@ impl LayoutReader {
         serde_json::from_slice(&data).map_err(|e| self.error(&index_path, e.to_string()))
     }
 
-    /// The digest of the manifest (or index) the target names.
-    fn pick(&self, index: &ImageIndex) -> Result<Digest, SourceError> {
+    /// The digest of the manifest (or index) the target names, and its size when a
+    /// descriptor in `index.json` gives one.
+    fn pick(&self, index: &ImageIndex) -> Result<(Digest, Option<u64>), SourceError> {
         let manifests = index.manifests();
         let tags = || {
             let names: Vec<String> = manifests.iter().filter_map(ref_name).collect();
@@ -72,7 +73,7 @@ impl LayoutReader {
         };
         match &self.target {
             LayoutTarget::Only => match manifests.as_slice() {
-                [only] => Ok(only.digest().clone()),
+                [only] => Ok((only.digest().clone(), Some(only.size()))),
                 [] => Err(self.error(&self.path, "the layout holds no image")),
                 many => Err(self.error(
                     &self.path,
@@ -86,7 +87,7 @@ impl LayoutReader {
             LayoutTarget::Tag(tag) => manifests
                 .iter()
                 .find(|d| ref_name(d).as_deref() == Some(tag))
-                .map(|d| d.digest().clone())
+                .map(|d| (d.digest().clone(), Some(d.size())))
                 .ok_or_else(|| {
                     self.error(
                         &self.path,
@@ -95,7 +96,7 @@ impl LayoutReader {
                 }),
             // A digest may name a manifest that is not listed in index.json itself (a
             // platform manifest inside a listed index): it is read as a plain blob.
-            LayoutTarget::Digest(digest) => Ok(digest.clone()),
+            LayoutTarget::Digest(digest) => Ok((digest.clone(), None)),
         }
     }
 }
@@ -111,14 +112,38 @@ fn ref_name(descriptor: &Descriptor) -> Option<String> {
 impl ImageReader for LayoutReader {
     async fn root_manifest(&self) -> Result<(Bytes, Digest), SourceError> {
         let index = self.read_index().await?;
-        let digest = self.pick(&index)?;
+        let (digest, size) = self.pick(&index)?;
         let bytes = self.manifest(&digest).await?;
         verify_bytes(&digest, &bytes)?;
+        if let Some(size) = size
+            && size != bytes.len() as u64
+        {
+            return Err(self.error(
+                &self.path.join("index.json"),
+                format!(
+                    "manifest {digest} is {} bytes, its descriptor says {size}",
+                    bytes.len()
+                ),
+            ));
+        }
         Ok((bytes, digest))
     }
 
     async fn manifest(&self, digest: &Digest) -> Result<Bytes, SourceError> {
         let path = self.blob_path(digest);
+        // Checked before reading: a huge file must not be loaded into memory.
+        if let Ok(meta) = tokio::fs::metadata(&path).await
+            && meta.len() > super::MAX_MANIFEST_SIZE as u64
+        {
+            return Err(SourceError::BadManifest {
+                digest: digest.clone(),
+                reason: format!(
+                    "{} bytes, more than the {} bytes a manifest may have",
+                    meta.len(),
+                    super::MAX_MANIFEST_SIZE
+                ),
+            });
+        }
         match tokio::fs::read(&path).await {
             Ok(data) => Ok(Bytes::from(data)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.error(
@@ -145,6 +170,23 @@ impl ImageReader for LayoutReader {
                 self.error(&path, e.to_string())
             }
         })?;
+        // A local file does not heal: a blob of the wrong length is refused at once
+        // instead of being retried like a registry response that ended early.
+        let actual = file
+            .metadata()
+            .await
+            .map_err(|e| self.error(&path, e.to_string()))?
+            .len();
+        if actual != descriptor.size() {
+            return Err(self.error(
+                &path,
+                format!(
+                    "size mismatch for blob {}: the descriptor says {} bytes, the layout holds {actual}",
+                    descriptor.digest(),
+                    descriptor.size()
+                ),
+            ));
+        }
         file.seek(SeekFrom::Start(offset))
             .await
             .map_err(|e| self.error(&path, e.to_string()))?;

@@ -35,6 +35,13 @@ pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
     DOCKER_MANIFEST_LIST,
 ];
 
+/// The largest manifest or index accepted (4 MiB, as Distribution and containerd): manifests
+/// are held in memory, so a hostile registry or layout must not make them arbitrary large.
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+
+/// The largest image config accepted (8 MiB): it is read into memory to build the bundle.
+pub const MAX_CONFIG_SIZE: u64 = 8 << 20;
+
 /// Config media types of container images (OCI and Docker); anything else is an artifact.
 pub const CONFIG_MEDIA_TYPES: [&str; 2] = [
     "application/vnd.oci.image.config.v1+json",
@@ -267,6 +274,13 @@ pub fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<Manifest, SourceE
         digest: digest.clone(),
         reason: one_line(&reason),
     };
+    if bytes.len() > MAX_MANIFEST_SIZE {
+        return Err(bad(format!(
+            "{} bytes, more than the {} bytes a manifest may have",
+            bytes.len(),
+            MAX_MANIFEST_SIZE
+        )));
+    }
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
     if value.get("schemaVersion").and_then(|v| v.as_i64()) != Some(2) {
