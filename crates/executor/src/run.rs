@@ -1,6 +1,7 @@
 //! `executor run`: one run of a runner from a bundle to a reported outcome.
 //!
-//! The stages: clean what interrupted runs left (gc), create and lock this run's
+//! The stages: clean what interrupted runs left (gc), take a slot of the
+//! concurrent-run limit if there is one (waiting for it), create and lock this run's
 //! directory, prepare the bundle in it ([`Prepare`]: pull + snapshots + bundle for
 //! an image, or a bundle given as is), run the container ([`crate::lifecycle`]),
 //! read the runner's status, copy `/out` artifacts out, report the outcome, and
@@ -12,6 +13,7 @@ use crate::report::{self, Outcome, Reporter, error_chain};
 use crate::runs::{RunDir, Runs, RunsError};
 use crate::runtime::RuntimeKind;
 use async_trait::async_trait;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -213,6 +215,12 @@ pub struct RunOptions {
     pub output_dir: Option<PathBuf>,
     /// Where the outcome goes.
     pub reporter: Reporter,
+    /// At most this many runs with the same root at once, across processes
+    /// (`--max-concurrent-runs`); `None` for no limit. A run above the limit waits
+    /// for a slot before it pulls or prepares anything; the wait counts against
+    /// neither the runner's timeout (which starts with the container) nor the
+    /// stop grace period, and a stop request ends it.
+    pub max_concurrent_runs: Option<NonZeroUsize>,
 }
 
 /// The result of a run whose runner ran.
@@ -239,24 +247,18 @@ pub async fn run(
     let runs = Runs::open(root)?;
     runs.gc().await;
     let started_at = SystemTime::now();
-    let run_dir = runs.create(&opts.runtime)?;
-    tracing::info!(
-        run = run_dir.id(),
-        runtime = opts.runtime.name(),
-        "run created"
-    );
-    let id = run_dir.id().to_owned();
-    let result = run_in(&run_dir, prepare, opts, stop).await;
-    let removed = run_dir.remove().await;
-    let result = match (result, removed) {
-        (Ok(result), Ok(())) => Ok(result),
-        (Ok(_), Err(source)) => Err(RunError::Cleanup { run: id, source }),
-        (Err(err), removed) => {
-            if let Err(cleanup) = removed {
-                tracing::error!(run = %id, error = %error_chain(&cleanup), "cannot clean up run");
-            }
-            Err(err)
-        }
+    // Held until the run is cleaned up: the slot bounds pulls, unpacks and
+    // containers alike.
+    let slot = match opts.max_concurrent_runs {
+        None => Ok(None),
+        Some(limit) => tokio::select! {
+            slot = runs.wait_for_slot(limit) => slot.map(Some).map_err(RunError::from),
+            () = stop.requested() => Err(RunError::Interrupted),
+        },
+    };
+    let result = match slot {
+        Ok(_slot) => create_and_run(&runs, prepare, opts, stop).await,
+        Err(err) => Err(err),
     };
     // Report the executor's failure, unless the outcome already went out (cleanup
     // failed after it) or reporting itself is what failed.
@@ -273,6 +275,34 @@ pub async fn run(
         }
     }
     result
+}
+
+/// Creates the run directory, runs in it and removes it.
+async fn create_and_run(
+    runs: &Runs,
+    prepare: &dyn Prepare,
+    opts: &RunOptions,
+    stop: &Stop,
+) -> Result<RunResult, RunError> {
+    let run_dir = runs.create(&opts.runtime)?;
+    tracing::info!(
+        run = run_dir.id(),
+        runtime = opts.runtime.name(),
+        "run created"
+    );
+    let id = run_dir.id().to_owned();
+    let result = run_in(&run_dir, prepare, opts, stop).await;
+    let removed = run_dir.remove().await;
+    match (result, removed) {
+        (Ok(result), Ok(())) => Ok(result),
+        (Ok(_), Err(source)) => Err(RunError::Cleanup { run: id, source }),
+        (Err(err), removed) => {
+            if let Err(cleanup) = removed {
+                tracing::error!(run = %id, error = %error_chain(&cleanup), "cannot clean up run");
+            }
+            Err(err)
+        }
+    }
 }
 
 async fn run_in(

@@ -311,6 +311,7 @@ async fn whole_run_reports_status_and_copies_artifacts(kind: RuntimeKind) {
         lifecycle: LifecycleOptions::default(),
         output_dir: Some(output.path().join("artifacts")),
         reporter: Reporter::File(outcome_file.clone()),
+        max_concurrent_runs: None,
     };
     let result = run::run(
         root.path(),

@@ -59,6 +59,17 @@ pub struct Args {
     /// Where the outcome goes: `none`, `stdout` (JSON), `file:PATH`, `k8s-secret`.
     #[arg(long, default_value = "none")]
     status_reporter: ReporterKind,
+    /// Run at most N runs with this --root at once, across executor processes; a
+    /// run above the limit waits (logged) for a slot before it pulls anything. The
+    /// wait counts against neither --timeout nor --stop-timeout; SIGINT/SIGTERM end
+    /// it. A killed executor's slot frees itself. `0`: no limit.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "EXECUTOR_MAX_CONCURRENT_RUNS",
+        default_value_t = 0
+    )]
+    max_concurrent_runs: usize,
     /// When to pull the image.
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing, conflicts_with = "bundle")]
     pull: PullPolicy,
@@ -109,6 +120,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         },
         output_dir: args.output_dir.clone(),
         reporter: Reporter::None,
+        max_concurrent_runs: std::num::NonZeroUsize::new(args.max_concurrent_runs),
     };
     let prepare: Box<dyn Prepare> = match (&args.bundle, &args.image) {
         (Some(bundle), _) => Box::new(ExistingBundle(bundle.clone())),
