@@ -255,6 +255,8 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        // Also after a failed check: no container of a killed run may outlive the test.
+        let _ = self.command(&["gc"]).output();
         self.unmount_bundles();
         for mount in self.mounts_under_root() {
             let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
