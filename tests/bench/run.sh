@@ -5,7 +5,7 @@
 # alone. See BENCHMARKS.md for what it measures and the results.
 #
 # Usage (as root, after the README's set-up):  tests/bench/run.sh
-# Knobs (environment): ROUNDS (warm rounds, 10), COLD_ROUNDS (3), BIG_MB (200),
+# Knobs (environment): ROUNDS (warm, unpack and pull rounds, 10), COLD_ROUNDS (5), BIG_MB (200),
 # SMALL_FILES (20000), CONCURRENT (16), BENCH_DIR (/dev/shm/executor-bench),
 # CASES ("1 2 3 4 6": which cases to run; 5 comes with 2), KEEP=1 keeps BENCH_DIR.
 #
@@ -14,7 +14,7 @@
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-10}
-COLD_ROUNDS=${COLD_ROUNDS:-3}
+COLD_ROUNDS=${COLD_ROUNDS:-5}
 BIG_MB=${BIG_MB:-200}
 SMALL_FILES=${SMALL_FILES:-20000}
 CONCURRENT=${CONCURRENT:-16}
@@ -274,7 +274,7 @@ fi
 
 # ---------------------------------------------------------------- case 3: unpack alone
 if want 3; then
-log "case 3: unpack alone vs tar -xzf (${COLD_ROUNDS} rounds, each layer of the large image)"
+log "case 3: unpack alone vs tar -xzf (${ROUNDS} rounds, each layer of the large image)"
 prep_unpack_exec() { rm -rf "$W/un"; mkdir -p "$W/un"; }
 bench_unpack_exec() {
     for l in base big small; do "$UNPACK" "$W/images/$l.tar.gz" "$W/un/$l"; done
@@ -283,13 +283,13 @@ prep_unpack_tar() { rm -rf "$W/ut"; mkdir -p "$W/ut"/{base,big,small}; }
 bench_unpack_tar() {
     for l in base big small; do tar --same-owner -p -xzf "$W/images/$l.tar.gz" -C "$W/ut/$l"; done
 }
-interleave "$COLD_ROUNDS" unpack_exec unpack_tar
+interleave "$ROUNDS" unpack_exec unpack_tar
 rm -rf "$W/un" "$W/ut"
 fi
 
 # ---------------------------------------------------------------- case 4: pull alone
 if want 4; then
-log "case 4: pull alone vs parallel curl of the same blobs (${COLD_ROUNDS} rounds)"
+log "case 4: pull alone vs parallel curl of the same blobs (${ROUNDS} rounds)"
 BLOBS=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://$REG/v2/bench/large/manifests/v1" | jq -r '.config.digest, .layers[].digest')
 prep_pull_exec() { rm -rf "$W/pull-root"; }
@@ -303,7 +303,7 @@ bench_pull_curl() {
     done
     for p in "${pids[@]}"; do wait "$p"; done
 }
-interleave "$COLD_ROUNDS" pull_exec pull_curl
+interleave "$ROUNDS" pull_exec pull_curl
 rm -rf "$W/pull-root" "$W/curl"
 fi
 
