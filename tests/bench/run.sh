@@ -30,6 +30,7 @@ log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (runc, overlayfs, podman)"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- set-up
 install_deps() {
@@ -355,6 +356,7 @@ met() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {print ((op == "<=" ? v <= t :
 echo
 echo "Benchmarks on $(uname -r), $(nproc) cores, file system: $(df -T "$W" | awk 'NR==2 {print $2}') at $W"
 echo "executor $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null), release build; medians of interleaved rounds"
+echo "load average at the start: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other users of the machine add noise)"
 echo
 row "case" "ratio" "target" "met"
 row "---" "---" "---" "---"
