@@ -2,15 +2,19 @@
 #![deny(missing_docs)]
 
 pub mod binary;
+pub mod check;
 pub mod image;
 pub mod proxy;
 pub mod registry;
+pub mod tmpfs;
 pub mod token;
 
 pub use binary::executor_bin;
+pub use check::{StoreReport, verify_store, verify_store_after_crash};
 pub use image::{
     BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, write_image, write_index,
 };
-pub use proxy::{Fault, FaultProxy};
+pub use proxy::{Fault, FaultProxy, Times};
 pub use registry::{ManifestFormat, Registry, RegistryConfig, TokenAuth, push_layout};
+pub use tmpfs::Tmpfs;
 pub use token::TokenServer;

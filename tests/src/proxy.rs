@@ -1,29 +1,53 @@
-//! A fault-injecting HTTP proxy in front of a registry: it breaks (or stalls) the first
-//! full download of one blob part-way, then lets everything through. Tests use it to
-//! check that an interrupted blob resumes with a `Range` request and that a stalled
-//! transfer times out instead of hanging.
+//! A fault-injecting HTTP proxy in front of a registry. It injects one kind of fault into
+//! GETs whose path contains a given part (a blob digest, `/manifests/`): once (the first
+//! full download; tests check that the pull recovers) or on every matching request,
+//! ranged ones included (tests check that the pull fails cleanly). [`FaultProxy::heal`]
+//! turns faults off, for "a later pull through a healthy path succeeds".
 //!
 //! One request per connection (it adds `Connection: close` upstream), GET/HEAD only.
 
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// What to do to the first matching download.
+/// What to do to a matching response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Close the connection after this many response bytes.
+    /// Close the connection cleanly (FIN) after the response head and this many body
+    /// bytes: a truncated body.
     CutAfter(usize),
-    /// Stop sending (but keep the connection open) after this many response bytes.
+    /// Reset the connection (RST) after the response head and this many body bytes.
+    ResetAfter(usize),
+    /// Stop sending (but keep the connection open) after the response head and this many
+    /// body bytes.
     StallAfter(usize),
+    /// Accept the connection and read the request, then send nothing at all.
+    NoResponse,
     /// Inject nothing; only count requests (see [`FaultProxy::requests`]).
     None,
     /// Answer with this HTTP status (and `Retry-After: 1` for 429) instead of forwarding.
     Status(u16),
+    /// Add this many bytes to the response's `Content-Length` (negative: fewer), then
+    /// forward the real body and close.
+    ContentLength(i64),
+    /// Replace `Docker-Content-Digest` with the digest of something else.
+    WrongDigestHeader,
+    /// Flip one byte of the body (the last one forwarded) without touching headers.
+    CorruptBody,
+}
+
+/// How often a fault is injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Times {
+    /// Only into the first matching request without a `Range` header.
+    Once,
+    /// Into every matching request, ranged or not, until [`FaultProxy::heal`].
+    Always,
 }
 
 /// A running proxy; stopped on drop.
@@ -31,6 +55,7 @@ pub enum Fault {
 pub struct FaultProxy {
     addr: String,
     stop: Arc<AtomicBool>,
+    healed: Arc<AtomicBool>,
     faults: Arc<AtomicUsize>,
     range_requests: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
@@ -41,20 +66,38 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` (`host:port`) that injects `fault` into the first
     /// GET whose path contains `path_part` and that has no `Range` header.
     pub fn start(upstream: &str, path_part: &str, fault: Fault) -> Result<FaultProxy> {
+        FaultProxy::start_with(upstream, path_part, fault, Times::Once)
+    }
+
+    /// Starts a proxy to `upstream` that injects `fault` into GETs whose path contains
+    /// `path_part`, as often as `times` says.
+    pub fn start_with(
+        upstream: &str,
+        path_part: &str,
+        fault: Fault,
+        times: Times,
+    ) -> Result<FaultProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the proxy")?;
         let addr = listener.local_addr()?.to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let faults = Arc::new(AtomicUsize::new(0));
-        let range_requests = Arc::new(AtomicUsize::new(0));
-        let requests = Arc::new(AtomicUsize::new(0));
         let state = Shared {
             upstream: upstream.to_owned(),
             path_part: path_part.to_owned(),
             fault,
-            stop: stop.clone(),
-            faults: faults.clone(),
-            range_requests: range_requests.clone(),
-            requests: requests.clone(),
+            times,
+            stop: Arc::default(),
+            healed: Arc::default(),
+            faults: Arc::default(),
+            range_requests: Arc::default(),
+            requests: Arc::default(),
+        };
+        let mut proxy = FaultProxy {
+            addr,
+            stop: state.stop.clone(),
+            healed: state.healed.clone(),
+            faults: state.faults.clone(),
+            range_requests: state.range_requests.clone(),
+            requests: state.requests.clone(),
+            accept: None,
         };
         let accept = std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -68,14 +111,8 @@ impl FaultProxy {
                 });
             }
         });
-        Ok(FaultProxy {
-            addr,
-            stop,
-            faults,
-            range_requests,
-            requests,
-            accept: Some(accept),
-        })
+        proxy.accept = Some(accept);
+        Ok(proxy)
     }
 
     /// `127.0.0.1:PORT` of the proxy: use it as the registry in references.
@@ -83,7 +120,13 @@ impl FaultProxy {
         &self.addr
     }
 
-    /// How many faults were injected (0 or 1).
+    /// Stops injecting faults: from now on the proxy forwards everything unchanged.
+    /// Connections already stalled are released too.
+    pub fn heal(&self) {
+        self.healed.store(true, Ordering::SeqCst);
+    }
+
+    /// How many faults were injected.
     pub fn faults(&self) -> usize {
         self.faults.load(Ordering::SeqCst)
     }
@@ -93,7 +136,7 @@ impl FaultProxy {
         self.requests.load(Ordering::SeqCst)
     }
 
-    /// How many requests carried a `Range` header for the faulted path.
+    /// How many requests carried a `Range` header for the watched path.
     pub fn range_requests(&self) -> usize {
         self.range_requests.load(Ordering::SeqCst)
     }
@@ -115,13 +158,41 @@ struct Shared {
     upstream: String,
     path_part: String,
     fault: Fault,
+    times: Times,
     stop: Arc<AtomicBool>,
+    healed: Arc<AtomicBool>,
     faults: Arc<AtomicUsize>,
     range_requests: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
 }
 
 impl Shared {
+    fn should_inject(&self, targeted: bool, has_range: bool) -> bool {
+        if !targeted || self.fault == Fault::None || self.healed.load(Ordering::SeqCst) {
+            return false;
+        }
+        match self.times {
+            Times::Once => {
+                !has_range
+                    && self
+                        .faults
+                        .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+            }
+            Times::Always => {
+                self.faults.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+        }
+    }
+
+    /// Holds a connection open without sending, until the proxy stops or heals.
+    fn stall(&self) {
+        while !self.stop.load(Ordering::SeqCst) && !self.healed.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn serve(&self, mut client: TcpStream) -> Result<()> {
         client.set_read_timeout(Some(Duration::from_secs(30)))?;
         let head = read_head(&mut client)?;
@@ -137,13 +208,7 @@ impl Shared {
         if targeted && has_range {
             self.range_requests.fetch_add(1, Ordering::SeqCst);
         }
-        let inject = targeted
-            && !has_range
-            && self.fault != Fault::None
-            && self
-                .faults
-                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok();
+        let inject = self.should_inject(targeted, has_range);
         // Forward the head with `Connection: close` so that one connection = one request.
         let mut forwarded = String::new();
         for line in text.split("\r\n").filter(|l| !l.is_empty()) {
@@ -166,34 +231,109 @@ impl Shared {
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
         }
+        if let (true, Fault::NoResponse) = (inject, self.fault) {
+            self.stall();
+            return Ok(());
+        }
         let mut upstream = TcpStream::connect(&self.upstream)?;
         upstream.write_all(forwarded.as_bytes())?;
-        let limit = match (inject, self.fault) {
-            (false, _) => usize::MAX,
-            (true, Fault::CutAfter(n) | Fault::StallAfter(n)) => n,
-            (true, Fault::Status(_) | Fault::None) => unreachable!("handled above"),
+        let fault = if inject { self.fault } else { Fault::None };
+        let response_head = read_head(&mut upstream)?;
+        let response_head = rewrite_head(&response_head, fault);
+        let head_len = response_head.len();
+        let limit = match fault {
+            Fault::CutAfter(n) | Fault::ResetAfter(n) | Fault::StallAfter(n) => head_len + n,
+            _ => usize::MAX,
         };
         let mut sent = 0usize;
-        let mut buf = [0u8; 16 * 1024];
+        let mut pending = response_head;
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let n = upstream.read(&mut buf)?;
-            if n == 0 {
-                break;
+            if pending.is_empty() {
+                let n = upstream.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                pending.extend_from_slice(&buf[..n]);
             }
-            let allowed = n.min(limit - sent);
-            client.write_all(&buf[..allowed])?;
+            let allowed = pending.len().min(limit - sent);
+            if fault == Fault::CorruptBody && allowed > 0 && sent + allowed > head_len {
+                // Corrupt the last byte of every chunk: any corruption fails the hash.
+                pending[allowed - 1] ^= 0x55;
+            }
+            client.write_all(&pending[..allowed])?;
+            pending.drain(..allowed);
             sent += allowed;
             if sent >= limit {
-                if let Fault::StallAfter(_) = self.fault {
-                    while !self.stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
                 break;
             }
         }
+        match fault {
+            Fault::StallAfter(_) => self.stall(),
+            Fault::ResetAfter(_) => {
+                reset_on_close(&client);
+                return Ok(());
+            }
+            _ => {}
+        }
         let _ = client.shutdown(Shutdown::Both);
         Ok(())
+    }
+}
+
+/// Applies header faults to a response head (status line + headers + blank line).
+fn rewrite_head(head: &[u8], fault: Fault) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        let lower = line.to_ascii_lowercase();
+        match fault {
+            Fault::ContentLength(delta) if lower.starts_with("content-length:") => {
+                let length: i64 = line["content-length:".len()..].trim().parse().unwrap_or(0);
+                out.push_str(&format!("Content-Length: {}\r\n", (length + delta).max(0)));
+            }
+            Fault::WrongDigestHeader if lower.starts_with("docker-content-digest:") => {
+                // The sha256 of the empty string: a valid digest of other content.
+                out.push_str("Docker-Content-Digest: sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\r\n");
+            }
+            _ => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+        }
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// Makes closing `stream` send a TCP RST instead of a FIN (SO_LINGER with timeout 0).
+/// Waits (up to 5s) until the peer acknowledged everything sent, because a reset drops
+/// unsent data: the test wants the reset exactly after the bytes it let through.
+fn reset_on_close(stream: &TcpStream) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let mut unacked: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one c_int (bytes not yet acknowledged) to the pointer.
+        let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut unacked) };
+        if rc != 0 || unacked == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the fd is open for the lifetime of `stream`; the option value points at a
+    // live `linger` of the size passed.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 
@@ -202,11 +342,11 @@ fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>> {
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         if stream.read(&mut byte)? == 0 {
-            anyhow::bail!("client closed before the request head ended");
+            anyhow::bail!("peer closed before the head ended");
         }
         head.push(byte[0]);
         if head.len() > 64 * 1024 {
-            anyhow::bail!("request head too long");
+            anyhow::bail!("head too long");
         }
     }
     Ok(head)

@@ -11,3 +11,9 @@ pub mod source;
 pub mod store;
 pub mod unpack;
 pub mod user;
+
+pub mod lifecycle;
+pub mod report;
+pub mod run;
+pub mod runs;
+pub mod runtime;

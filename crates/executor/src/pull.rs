@@ -322,7 +322,20 @@ impl Puller<'_> {
     {
         let mut attempt = 0;
         loop {
-            match op().await {
+            // A registry that accepts the connection but never answers must not hang the
+            // pull: the stall timeout bounds the whole request (manifests are small).
+            let result = match tokio::time::timeout(self.opts.stall_timeout, op()).await {
+                Ok(result) => result,
+                Err(_) => Err(SourceError::Transient {
+                    what: what.to_owned(),
+                    detail: format!(
+                        "stalled: no complete response within {}s",
+                        self.opts.stall_timeout.as_secs()
+                    ),
+                    retry_after: None,
+                }),
+            };
+            match result {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_transient() && attempt < self.opts.retries => {
                     let delay = self.delay(attempt, &e);
@@ -370,10 +383,33 @@ impl Puller<'_> {
             .map_err(|e| self.store_err(e))?;
         let mut attempt = 0;
         loop {
-            let result = self.transfer(descriptor, &mut writer, bar.as_ref()).await;
-            match result {
-                Ok(()) => break,
-                Err(Failure::Source(e)) if e.is_transient() && attempt < self.opts.retries => {
+            let failure = match self.transfer(descriptor, &mut writer, bar.as_ref()).await {
+                Ok(()) => match writer.commit().await {
+                    Ok(()) => break,
+                    // Bytes mangled on the way (a bad proxy, a flaky middlebox): the temp
+                    // file is gone, so start over from byte 0. A registry that keeps
+                    // serving bad content fails once the retries are used up.
+                    Err(
+                        e @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }),
+                    ) if attempt < self.opts.retries => {
+                        tracing::warn!(
+                            image = %self.reference, blob = %digest, attempt = attempt + 1,
+                            error = %e, "blob content is wrong; downloading it again"
+                        );
+                        attempt += 1;
+                        writer = self
+                            .store
+                            .blob_writer(digest, size)
+                            .await
+                            .map_err(|e| self.store_err(e))?;
+                        continue;
+                    }
+                    Err(e) => return Err(self.store_err(e)),
+                },
+                Err(failure) => failure,
+            };
+            match failure {
+                Failure::Source(e) if e.is_transient() && attempt < self.opts.retries => {
                     let delay = self.delay(attempt, &e);
                     tracing::warn!(
                         image = %self.reference, blob = %digest, attempt = attempt + 1,
@@ -383,22 +419,21 @@ impl Puller<'_> {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                Err(Failure::Stalled) if attempt < self.opts.retries => {
+                Failure::Stalled if attempt < self.opts.retries => {
                     tracing::warn!(image = %self.reference, blob = %digest, attempt = attempt + 1, "blob transfer stalled; retrying");
                     attempt += 1;
                 }
-                Err(Failure::Stalled) => {
+                Failure::Stalled => {
                     return Err(PullError::Stalled {
                         reference: self.reference.clone(),
                         digest: digest.clone(),
                         seconds: self.opts.stall_timeout.as_secs(),
                     });
                 }
-                Err(Failure::Source(e)) => return Err(self.source_err(e)),
-                Err(Failure::Store(e)) => return Err(self.store_err(e)),
+                Failure::Source(e) => return Err(self.source_err(e)),
+                Failure::Store(e) => return Err(self.store_err(e)),
             }
         }
-        writer.commit().await.map_err(|e| self.store_err(e))?;
         match bar {
             // The bar already shows it; a log line would tear the bars apart.
             Some(bar) => {
@@ -418,11 +453,14 @@ impl Puller<'_> {
         bar: Option<&ProgressBar>,
     ) -> Result<(), Failure> {
         let offset = writer.written();
-        let (mut stream, start) = self
-            .reader
-            .blob(descriptor, offset)
-            .await
-            .map_err(Failure::Source)?;
+        // A registry that never sends the response head counts as a stall too.
+        let (mut stream, start) = tokio::time::timeout(
+            self.opts.stall_timeout,
+            self.reader.blob(descriptor, offset),
+        )
+        .await
+        .map_err(|_| Failure::Stalled)?
+        .map_err(Failure::Source)?;
         if start != offset {
             // The source ignored the range: start over with a fresh temp file.
             tracing::debug!(blob = %descriptor.digest(), "source does not resume; restarting");
@@ -440,6 +478,19 @@ impl Puller<'_> {
                 .await
                 .map_err(|_| Failure::Stalled)?;
             match next {
+                // A body that ends early (a lying `Content-Length`, a proxy that closed
+                // cleanly) is resumed like a broken connection, not failed as corrupt.
+                None if writer.written() < descriptor.size() => {
+                    return Err(Failure::Source(SourceError::Transient {
+                        what: descriptor.digest().to_string(),
+                        detail: format!(
+                            "response ended after {} of {} bytes",
+                            writer.written(),
+                            descriptor.size()
+                        ),
+                        retry_after: None,
+                    }));
+                }
                 None => return Ok(()),
                 Some(Ok(chunk)) => {
                     writer.write(&chunk).await.map_err(Failure::Store)?;
@@ -447,6 +498,9 @@ impl Puller<'_> {
                         bar.set_position(writer.written());
                     }
                 }
+                // Every byte is here and only the framing broke (a `Content-Length` that
+                // promised more): commit verifies the digest, so no need to fetch again.
+                Some(Err(_)) if writer.written() == descriptor.size() => return Ok(()),
                 Some(Err(e)) => return Err(Failure::Source(e)),
             }
         }

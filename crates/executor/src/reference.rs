@@ -48,6 +48,18 @@ pub enum ReferenceError {
         /// Why it was rejected.
         reason: String,
     },
+    /// An `oci-layout:` path without a tag or digest that would read back differently
+    /// (it has `@`, or a `:` after its last `/`), or that holds control characters or
+    /// ends in white space.
+    #[error(
+        "invalid image reference {reference:?}: the OCI layout path {path:?} is ambiguous or invalid; name the image with :TAG or @DIGEST"
+    )]
+    LayoutPathAmbiguous {
+        /// The text as given.
+        reference: String,
+        /// The absolute path it resolved to.
+        path: PathBuf,
+    },
     /// An `oci-layout:` source has a malformed `:TAG` part.
     #[error("invalid image reference {reference:?}: bad tag {tag:?}")]
     LayoutTag {
@@ -157,6 +169,19 @@ fn parse_registry(text: &str) -> Result<ImageSource, ReferenceError> {
         Some(reference) => reference,
         None => Reference::try_from(text).map_err(invalid)?,
     };
+    // The grammar lets a first component without `.`/`:` carry uppercase letters and
+    // then files it under docker.io as part of the repository, which no registry
+    // accepts (and the normalized text would not parse back). Docker would take such a
+    // component for a registry host; refusing it is clearer. Found by fuzzing.
+    if reference
+        .repository()
+        .chars()
+        .any(|c| c.is_ascii_uppercase())
+    {
+        return Err(invalid(
+            oci_spec::distribution::ParseError::NameContainsUppercase,
+        ));
+    }
     // `Reference` accepts a digest of any supported algorithm by its length only; the
     // store keys blobs by `oci_spec` digests, so make sure it parses as one too.
     if let Some(digest) = reference.digest() {
@@ -319,6 +344,24 @@ fn parse_layout(text: &str, rest: &str) -> Result<ImageSource, ReferenceError> {
         path: PathBuf::from(path),
         source,
     })?;
+    // The normalized form must parse back to the same source (it keys the store): a bare
+    // path whose absolute form ends in `:x` or holds `@` would read as a tag or digest.
+    // Found by fuzzing.
+    let printed = path.to_string_lossy();
+    let ambiguous = matches!(target, LayoutTarget::Only)
+        && (printed.contains('@')
+            || printed
+                .rsplit_once(':')
+                .is_some_and(|(_, after)| !after.contains('/')));
+    // Control characters and trailing white space would not survive either (references
+    // are trimmed), and no sane layout directory has them.
+    let garbled = printed.chars().any(char::is_control) || printed.trim_end() != printed;
+    if ambiguous || garbled {
+        return Err(ReferenceError::LayoutPathAmbiguous {
+            reference: text.to_owned(),
+            path,
+        });
+    }
     Ok(ImageSource::Layout {
         path,
         tag_or_digest: target,

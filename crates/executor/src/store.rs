@@ -37,6 +37,19 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The store's file system is full (or the user's quota is used up); what was being
+    /// written was removed again, and nothing stored before was touched.
+    #[error(
+        "no space left on device for the store: {action} {path} (free space under {root} or prune images)"
+    )]
+    NoSpace {
+        /// What was being done (`writing`, ...).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The store root (the file system to free space on).
+        root: PathBuf,
+    },
     /// A lock file could not be locked.
     #[error("locking {path}")]
     Lock {
@@ -91,11 +104,32 @@ pub enum StoreError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_owned(),
-        source,
+    move |source| match source.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => StoreError::NoSpace {
+            action,
+            path: path.to_owned(),
+            root: store_root_of(path),
+        },
+        _ => StoreError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        },
     }
+}
+
+/// The store root a store path lies under (`<root>/blobs/sha256/x` -> `<root>`), for
+/// messages; the path itself when it is not recognisably inside a store.
+fn store_root_of(path: &Path) -> PathBuf {
+    path.ancestors()
+        .find(|a| {
+            a.file_name().is_some_and(|n| {
+                ["blobs", "tmp", "images", "locks"].contains(&&*n.to_string_lossy())
+            })
+        })
+        .and_then(Path::parent)
+        .unwrap_or(path)
+        .to_owned()
 }
 
 /// What the store knows about one pulled image reference.
@@ -330,6 +364,20 @@ impl Store {
             .suffix(".tmp")
             .tempfile_in(&dir)
             .map_err(io_err("creating a temp file in", &dir))?;
+        // Locked while it exists, so that `open` can tell a dead writer's leftover (after
+        // a kill -9) from a record being written right now.
+        let _writing = temp
+            .as_file()
+            .try_clone()
+            .map_err(io_err("locking", temp.path()))
+            .and_then(|f| {
+                Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, source)| {
+                    StoreError::Lock {
+                        path: temp.path().to_owned(),
+                        source,
+                    }
+                })
+            })?;
         let data = serde_json::to_vec_pretty(record).expect("an image record always serializes");
         temp.write_all(&data)
             .and_then(|()| temp.as_file().sync_all())
@@ -425,25 +473,30 @@ impl Store {
                 }
             }
         }
-        // Half-written image records (a crash between write and rename).
+        // Half-written image records (a crash between write and rename): their writer
+        // holds a lock on them while alive.
         let dir = self.images_dir();
         for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
             let entry = entry.map_err(io_err("listing", &dir))?;
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "tmp") && is_older_than_a_minute(&path) {
-                let _ = fs::remove_file(&path);
+            if path.extension().is_none_or(|e| e != "tmp") {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            if let Ok(_dead_writer) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "removed half-written image record")
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("removing", &path)(e)),
+                }
             }
         }
         Ok(())
     }
-}
-
-fn is_older_than_a_minute(path: &Path) -> bool {
-    fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age.as_secs() > 60)
 }
 
 fn sha256_hex(digest: &Digest) -> Result<&str, StoreError> {
@@ -660,6 +713,20 @@ mod tests {
         assert!(!stale.exists(), "stale temp file was kept");
         assert!(live.exists(), "a live writer's temp file was removed");
         drop(held);
+    }
+
+    #[test]
+    fn open_removes_half_written_records_of_dead_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let dead = store.images_dir().join(".record.dead.tmp");
+        let alive = store.images_dir().join(".record.alive.tmp");
+        std::fs::write(&dead, b"{\"refer").unwrap();
+        std::fs::write(&alive, b"{\"refer").unwrap();
+        let _writer = Flock::lock(File::open(&alive).unwrap(), FlockArg::LockExclusive).unwrap();
+        Store::open(dir.path()).unwrap();
+        assert!(!dead.exists(), "a dead writer's record was kept");
+        assert!(alive.exists(), "a live writer's record was removed");
     }
 
     #[tokio::test]

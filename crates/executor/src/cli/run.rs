@@ -1,13 +1,209 @@
 //! `executor run`.
 
 use super::GlobalArgs;
+use anyhow::Context as _;
+use executor::lifecycle::{self, LifecycleOptions};
+use executor::reference::ImageSource;
+use executor::report::{Reporter, ReporterKind};
+use executor::run::{ExistingBundle, ImageBundle, Prepare, RunOptions};
+use executor::runtime::RuntimeKind;
+use executor::snapshot::Snapshotter;
+use executor::store::Store;
+use runner::GoDuration;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Flags of `executor run`.
+///
+/// Exit codes: the runner's own; 124 when it timed out; 125 when the executor
+/// itself failed.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = "\
+Exit codes:
+  N     the runner's own exit code (128+N when it was killed by signal N)
+  124   the runner timed out (--timeout or the context's timeout) and was stopped
+  125   the executor itself failed (pull, bundle, runtime, reporting)")]
+pub struct Args {
+    /// The runner image: a registry reference or `oci-layout:PATH[:TAG|@DIGEST]`.
+    #[arg(required_unless_present = "bundle", conflicts_with = "bundle")]
+    image: Option<String>,
+    /// Run a prepared OCI bundle directory as is instead of an image (its `out/`
+    /// holds artifacts, `status/status.json` the runner's status); for debugging runtimes.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["ProcessArgs", "RegistryArgs"])]
+    bundle: Option<PathBuf>,
+    /// OCI runtime: `embedded` (youki's libcontainer, built in), `runc`, `crun`,
+    /// `youki`, or the path of a runc-compatible CLI.
+    #[arg(long, default_value = "embedded", value_parser = parse_runtime)]
+    runtime: RuntimeKind,
+    /// The runner context file (YAML), mounted read-only at /runner-context.
+    #[arg(long, value_name = "FILE", required_unless_present = "bundle")]
+    context: Option<PathBuf>,
+    /// The runner args file, mounted read-only at /runner-args.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "bundle",
+        conflicts_with = "bundle"
+    )]
+    args: Option<PathBuf>,
+    /// Copy the artifacts the runner wrote to /out into this directory.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// Stop the runner after this long (Go duration: `90s`, `1h30m`; `0` for none);
+    /// overrides the context's `timeout`.
+    #[arg(long)]
+    timeout: Option<GoDuration>,
+    /// Grace period between SIGTERM and SIGKILL when stopping the runner.
+    #[arg(long, default_value = "10s")]
+    stop_timeout: GoDuration,
+    /// Where the outcome goes: `none`, `stdout` (JSON), `file:PATH`, `k8s-secret`.
+    #[arg(long, default_value = "none")]
+    status_reporter: ReporterKind,
+    /// Run at most N runs with this --root at once, across executor processes; a
+    /// run above the limit waits (logged) for a slot before it pulls anything. The
+    /// wait counts against neither --timeout nor --stop-timeout; SIGINT/SIGTERM end
+    /// it. A killed executor's slot frees itself. `0`: no limit.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "EXECUTOR_MAX_CONCURRENT_RUNS",
+        default_value_t = 0
+    )]
+    max_concurrent_runs: usize,
+    /// When to pull the image.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, conflicts_with = "bundle")]
+    pull: PullPolicy,
+    #[command(flatten)]
+    registry: Box<super::pull::RegistryArgs>,
+    #[command(flatten)]
+    process: Box<super::bundle::ProcessArgs>,
+}
+
+/// When to pull the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PullPolicy {
+    /// Always pull (refresh tags).
+    Always,
+    /// Pull only when the store has no such image.
+    Missing,
+    /// Never pull; fail if the image is not stored.
+    Never,
+}
+
+fn parse_runtime(value: &str) -> Result<RuntimeKind, String> {
+    RuntimeKind::parse(value).map_err(|e| e.to_string())
+}
 
 /// Runs `executor run`.
-pub fn run(_global: &GlobalArgs, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("executor run is not implemented yet")
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let context = args
+        .context
+        .as_deref()
+        .map(|path| -> anyhow::Result<runner::Context> {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("while reading runner context {}", path.display()))?;
+            serde_norway::from_reader(file)
+                .with_context(|| format!("invalid runner context {}", path.display()))
+        })
+        .transpose()?;
+    let timeout = args
+        .timeout
+        .or(context.as_ref().map(|c| c.timeout))
+        .and_then(GoDuration::as_limit);
+    let reporter_kind = args.status_reporter.clone();
+    let kubeconfig = args.process.kubeconfig.clone();
+    let mut opts = RunOptions {
+        runtime: args.runtime.clone(),
+        lifecycle: LifecycleOptions {
+            timeout,
+            stop_timeout: args.stop_timeout.0,
+        },
+        output_dir: args.output_dir.clone(),
+        reporter: Reporter::None,
+        max_concurrent_runs: std::num::NonZeroUsize::new(args.max_concurrent_runs),
+    };
+    let prepare: Box<dyn Prepare> = match (&args.bundle, &args.image) {
+        (Some(bundle), _) => Box::new(ExistingBundle(bundle.clone())),
+        (None, Some(image)) => Box::new(image_bundle(global, &args, image)?),
+        (None, None) => anyhow::bail!("an image or --bundle DIR is required"),
+    };
+    let root = global.root.clone();
+    let result = super::block_on(async move {
+        opts.reporter = reporter(reporter_kind, context, kubeconfig.as_deref()).await?;
+        let stop = lifecycle::Stop::new();
+        lifecycle::forward_termination_signals(&stop)
+            .context("while installing signal handlers")?;
+        executor::run::run(&root, prepare.as_ref(), &opts, &stop)
+            .await
+            .context("run failed")
+    })??;
+    // Exit statuses are one byte; runner exit codes and 124 already fit.
+    Ok(ExitCode::from((result.exit_code & 0xff) as u8))
+}
+
+/// The reporter the flags chose. The Kubernetes Secret reporter talks to the API
+/// server of `--kubeconfig` if given, else of the usual inference (`KUBECONFIG`,
+/// `~/.kube/config`, in-cluster), and needs the context (it names the Secret).
+async fn reporter(
+    kind: ReporterKind,
+    context: Option<runner::Context>,
+    kubeconfig: Option<&std::path::Path>,
+) -> anyhow::Result<Reporter> {
+    use runner::k8s_secret::K8sSecretReporter;
+    Ok(match kind {
+        ReporterKind::None => Reporter::None,
+        ReporterKind::Stdout => Reporter::Stdout,
+        ReporterKind::File(path) => Reporter::File(path),
+        ReporterKind::K8sSecret => {
+            let context = context.context("--status-reporter k8s-secret needs --context")?;
+            let reporter = match kubeconfig {
+                Some(path) => {
+                    let config = kube::config::Kubeconfig::read_from(path)
+                        .with_context(|| format!("while reading kubeconfig {}", path.display()))?;
+                    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+                        .await
+                        .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
+                    let client = kube::Client::try_from(config)
+                        .context("while creating the Kubernetes client")?;
+                    K8sSecretReporter::new(client)
+                }
+                None => K8sSecretReporter::try_default()
+                    .await
+                    .context("while creating the Kubernetes client")?,
+            };
+            Reporter::Sdk {
+                reporter: Box::new(reporter),
+                context,
+            }
+        }
+    })
+}
+
+/// The pull + snapshot + bundle stages for `image`, from the flags.
+fn image_bundle(global: &GlobalArgs, args: &Args, image: &str) -> anyhow::Result<ImageBundle> {
+    let source = ImageSource::parse(image)?;
+    let (Some(context), Some(runner_args)) = (&args.context, &args.args) else {
+        anyhow::bail!("running an image needs --context FILE and --args FILE");
+    };
+    let bundle = args.process.bundle_options(context, runner_args)?;
+    let store = Store::open(&global.root)
+        .with_context(|| format!("while opening the store at {}", global.root.display()))?;
+    let snapshots = Snapshotter::new(global.root.join("snapshots")).with_context(|| {
+        format!(
+            "while opening the snapshots under {}",
+            global.root.display()
+        )
+    })?;
+    Ok(ImageBundle {
+        store,
+        snapshots,
+        source,
+        pull: match args.pull {
+            PullPolicy::Always => executor::run::PullPolicy::Always,
+            PullPolicy::Missing => executor::run::PullPolicy::Missing,
+            PullPolicy::Never => executor::run::PullPolicy::Never,
+        },
+        pull_options: args.registry.pull_options(),
+        bundle,
+    })
 }

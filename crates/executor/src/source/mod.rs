@@ -269,9 +269,10 @@ pub enum Manifest {
 /// Parses manifest bytes, telling index from image by `mediaType` (or, when it is
 /// absent as OCI allows, by the fields present).
 pub fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<Manifest, SourceError> {
+    // Parser messages quote the (untrusted) document: keep the error on one line.
     let bad = |reason: String| SourceError::BadManifest {
         digest: digest.clone(),
-        reason,
+        reason: one_line(&reason),
     };
     if bytes.len() > MAX_MANIFEST_SIZE {
         return Err(bad(format!(
@@ -291,7 +292,7 @@ pub fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<Manifest, SourceE
     let is_index = match media_type {
         Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => true,
         Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
-        Some(other) => return Err(bad(format!("unsupported media type {other}"))),
+        Some(other) => return Err(bad(format!("unsupported media type {other:?}"))),
         None => value.get("manifests").is_some(),
     };
     if is_index {
@@ -302,6 +303,21 @@ pub fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<Manifest, SourceE
         let manifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         Ok(Manifest::Image(Box::new(manifest), media_type))
     }
+}
+
+/// `text` with control characters (newlines, escapes) escaped, so that text from a
+/// registry cannot break an error message over lines or into terminal control codes.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Picks the manifest for `wanted` from an index, skipping attestation manifests

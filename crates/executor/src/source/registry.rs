@@ -449,12 +449,18 @@ fn classify(reference: &Reference, what: &str, err: OciDistributionError) -> Sou
                 _ => SourceError::Registry { what, detail },
             }
         }
+        // oci-client checks a manifest against `Docker-Content-Digest` (or the pinned
+        // digest). A mismatch is most often a body cut short or mangled on the way, so
+        // it is retried; a registry that keeps lying still fails, naming both digests.
         OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
             expected,
             actual,
-        }) => SourceError::DigestMismatch {
-            digest: expected,
-            actual,
+        }) => SourceError::Transient {
+            what,
+            detail: format!(
+                "manifest digest mismatch: expected {expected}, content hashes to {actual}"
+            ),
+            retry_after: None,
         },
         OciDistributionError::IoError(e) => SourceError::Transient {
             what,

@@ -1,0 +1,348 @@
+//! A runc-compatible runtime CLI (runc, crun, youki, the embedded `executor runtime`)
+//! driven through child processes.
+
+use super::{ContainerState, Runtime, RuntimeError, RuntimeKind};
+use async_trait::async_trait;
+use nix::sys::signal::Signal;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+/// The cgroup2 mount of a hybrid cgroup host, which crun refuses to work with.
+const HYBRID_CGROUP2: &str = "/sys/fs/cgroup/unified";
+
+/// How long `state`, `kill` and `delete` may take before they count as hung.
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A runtime CLI with its own state root; see the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct CliRuntime {
+    kind: RuntimeKind,
+    program: PathBuf,
+    prefix: Vec<OsString>,
+    state_root: PathBuf,
+    command_timeout: Duration,
+    private_mount_ns: bool,
+}
+
+impl CliRuntime {
+    /// A runtime of `kind` keeping its state under `state_root`.
+    pub fn new(kind: RuntimeKind, state_root: &Path) -> Self {
+        let (program, prefix): (PathBuf, Vec<OsString>) = match &kind {
+            RuntimeKind::Embedded(exe) => {
+                (exe.clone(), vec!["runtime".into(), "--state-root".into()])
+            }
+            RuntimeKind::Runc => ("runc".into(), vec!["--root".into()]),
+            RuntimeKind::Crun => ("crun".into(), vec!["--root".into()]),
+            RuntimeKind::Youki => ("youki".into(), vec!["--root".into()]),
+            RuntimeKind::Path(p) => (p.clone(), vec!["--root".into()]),
+        };
+        let private_mount_ns = kind == RuntimeKind::Crun && is_hybrid_cgroup_host();
+        Self {
+            kind,
+            program,
+            prefix,
+            state_root: state_root.to_path_buf(),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            private_mount_ns,
+        }
+    }
+
+    /// Overrides the program (tests put `/bin/true` or `/bin/false` in place of a
+    /// runtime to check the command plumbing).
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = program.into();
+        self
+    }
+
+    /// Overrides how long `state`, `kill` and `delete` may take (default 60s).
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// The runtime this CLI stands for.
+    pub fn kind(&self) -> &RuntimeKind {
+        &self.kind
+    }
+
+    fn command(&self, verb: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.prefix)
+            .arg(&self.state_root)
+            .arg(verb)
+            .stdin(Stdio::null());
+        if self.private_mount_ns {
+            // SAFETY: the closure runs in the forked child of a possibly
+            // multi-threaded parent, so it only makes raw system calls (no
+            // allocation, no locks): unshare, mount and umount2 on static C strings,
+            // and `last_os_error`, which only reads errno.
+            unsafe {
+                cmd.pre_exec(enter_private_mount_ns);
+            }
+        }
+        cmd
+    }
+
+    async fn exec(
+        &self,
+        verb: &'static str,
+        args: &[&std::ffi::OsStr],
+    ) -> Result<Output, RuntimeError> {
+        let mut cmd = self.command(verb);
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
+        // Dropping the future on timeout drops the child, which kills it.
+        let output = tokio::time::timeout(self.command_timeout, child.wait_with_output())
+            .await
+            .map_err(|_| RuntimeError::Timeout {
+                program: self.program.clone(),
+                verb,
+                after: self.command_timeout,
+            })?
+            .map_err(|source| RuntimeError::Io {
+                program: self.program.clone(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(RuntimeError::Failed {
+                program: self.program.clone(),
+                verb,
+                status: output.status,
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        Ok(output)
+    }
+}
+
+/// crun refuses a host whose cgroup v1 hierarchies sit next to a cgroup2 mount
+/// ("drop all controllers from cgroupv2"); hiding that mount in a private mount
+/// namespace makes it see a plain cgroup v1 host.
+fn enter_private_mount_ns() -> std::io::Result<()> {
+    // SAFETY: plain system calls with valid NUL-terminated static strings and null
+    // pointers where the kernel accepts them.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Private first, so that the unmount below does not propagate to the host.
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether cgroup2 is mounted at [`HYBRID_CGROUP2`] next to cgroup v1.
+fn is_hybrid_cgroup_host() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| {
+            info.lines().any(|line| {
+                let mut fields = line.split(' ');
+                let mount_point = fields.nth(4);
+                let fs_type = line.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+                mount_point == Some(HYBRID_CGROUP2) && fs_type == Some("cgroup2")
+            })
+        })
+        .unwrap_or(false)
+}
+
+#[async_trait]
+impl Runtime for CliRuntime {
+    fn name(&self) -> &str {
+        self.kind.name()
+    }
+
+    fn state_root(&self) -> &Path {
+        &self.state_root
+    }
+
+    fn run_command(&self, id: &str, bundle: &Path, pid_file: &Path) -> tokio::process::Command {
+        let mut cmd = self.command("run");
+        cmd.arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id);
+        cmd
+    }
+
+    async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
+        if !self.exists(id) {
+            return Ok(None);
+        }
+        let output = match self.exec("state", &[id.as_ref()]).await {
+            Ok(output) => output,
+            // The container went away between the check and the command.
+            Err(RuntimeError::Failed { .. }) if !self.exists(id) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        serde_json::from_slice(&output.stdout)
+            .map(Some)
+            .map_err(|source| RuntimeError::InvalidState {
+                program: self.program.clone(),
+                id: id.to_owned(),
+                source,
+            })
+    }
+
+    async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
+        self.exec("kill", &[id.as_ref(), signal.as_str().as_ref()])
+            .await
+            .map(drop)
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        if !self.exists(id) {
+            return Ok(());
+        }
+        match self
+            .exec("delete", &["--force".as_ref(), id.as_ref()])
+            .await
+        {
+            Ok(_) => Ok(()),
+            // A foreground run removes its container when it ends; losing that race
+            // leaves nothing to delete.
+            Err(RuntimeError::Failed { .. }) if !self.exists(id) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime_with(program: &str, state: &Path) -> CliRuntime {
+        CliRuntime::new(RuntimeKind::Runc, state).with_program(program)
+    }
+
+    #[tokio::test]
+    async fn a_successful_command_is_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime_with("/bin/true", dir.path());
+        rt.kill("c1", Signal::SIGTERM).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_carries_status_and_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime_with("/bin/false", dir.path());
+        let err = rt.kill("c1", Signal::SIGTERM).await.unwrap_err();
+        match &err {
+            RuntimeError::Failed { verb, status, .. } => {
+                assert_eq!(*verb, "kill");
+                assert_eq!(status.code(), Some(1));
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .starts_with("runtime /bin/false kill exited with")
+        );
+    }
+
+    #[tokio::test]
+    async fn stderr_of_a_failed_command_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("rt.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho \"container $4 does not exist\" >&2\nexit 3\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let rt = runtime_with(script.to_str().unwrap(), dir.path());
+        let err = rt.kill("c1", Signal::SIGKILL).await.unwrap_err();
+        let RuntimeError::Failed { stderr, status, .. } = &err else {
+            panic!("expected Failed, got {err:?}");
+        };
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(stderr.trim(), "container c1 does not exist");
+        assert!(
+            err.to_string().ends_with("container c1 does not exist"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hung_command_times_out_distinctly() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("hang.sh");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let rt = runtime_with(script.to_str().unwrap(), dir.path())
+            .with_command_timeout(Duration::from_millis(300));
+        let err = rt.kill("c1", Signal::SIGTERM).await.unwrap_err();
+        assert!(
+            matches!(err, RuntimeError::Timeout { verb: "kill", .. }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_spawn_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime_with("/nonexistent/runtime", dir.path());
+        let err = rt.kill("c1", Signal::SIGTERM).await.unwrap_err();
+        assert!(matches!(err, RuntimeError::Spawn { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn state_and_delete_of_an_unknown_container_are_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        // /bin/false would fail if it were called: unknown containers need no call.
+        let rt = runtime_with("/bin/false", dir.path());
+        assert_eq!(rt.state("nope").await.unwrap(), None);
+        rt.delete("nope").await.unwrap();
+    }
+
+    #[test]
+    fn run_command_puts_the_state_root_before_the_verb() {
+        let rt = CliRuntime::new(RuntimeKind::Runc, Path::new("/r/state"));
+        let cmd = rt.run_command("c1", Path::new("/r/bundle"), Path::new("/r/pid"));
+        let args: Vec<_> = cmd.as_std().get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "--root",
+                "/r/state",
+                "run",
+                "--bundle",
+                "/r/bundle",
+                "--pid-file",
+                "/r/pid",
+                "c1"
+            ]
+        );
+        let rt = CliRuntime::new(
+            RuntimeKind::Embedded("/bin/executor".into()),
+            Path::new("/s"),
+        );
+        let cmd = rt.run_command("c1", Path::new("/b"), Path::new("/p"));
+        assert_eq!(cmd.as_std().get_program(), "/bin/executor");
+        let args: Vec<_> = cmd.as_std().get_args().collect();
+        assert_eq!(args[..4], ["runtime", "--state-root", "/s", "run"]);
+    }
+}

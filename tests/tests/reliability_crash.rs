@@ -1,0 +1,328 @@
+//! Crashes: `kill -9` of the executor at random points of `pull` and of `bundle` (which
+//! unpacks layers into snapshots). After each kill the store is consistent (every blob
+//! verifies, no temp file, no half-written record), the next `pull`/`bundle` of the same
+//! image succeeds with the right content, and no mount is left under the root.
+//!
+//! `crash_loop_short` (5 kills) runs in the normal suite; `crash_loop_50` (ignored; run
+//! it with `tests/reliability/crash-loop.sh`) does 50. Kills that land after the command
+//! finished are not counted. The seed is printed and can be
+//! replayed with `CRASH_SEED=N`.
+
+use integration_tests::{
+    Compression, Entry, ImageSpec, LayerSpec, ManifestFormat, Registry, busybox_layer,
+    executor_bin, push_layout, verify_store, verify_store_after_crash, write_image,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NOISE_LAYERS: usize = 3;
+const NOISE_BYTES: usize = 4 << 20;
+
+/// Incompressible bytes (xorshift).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A small deterministic generator for kill points (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+struct Fixture {
+    registry: Registry,
+    reference: String,
+    root: tempfile::TempDir,
+    inputs: tempfile::TempDir,
+    bundles: Vec<PathBuf>,
+    _layout: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(repo: &str) -> Fixture {
+        let registry = Registry::start().unwrap();
+        let layout = tempfile::tempdir().unwrap();
+        let mut layers = vec![busybox_layer(Compression::Gzip).unwrap()];
+        for i in 0..NOISE_LAYERS {
+            layers.push(LayerSpec {
+                entries: vec![
+                    Entry::Dir {
+                        path: "data".into(),
+                        mode: 0o755,
+                    },
+                    Entry::file(&format!("data/noise{i}"), noise(NOISE_BYTES, i as u64 + 7)),
+                ],
+                compression: Compression::Gzip,
+            });
+        }
+        layers.push(LayerSpec {
+            entries: vec![Entry::file("etc/marker", "survived\n")],
+            compression: Compression::Zstd,
+        });
+        write_image(layout.path(), "v1", &ImageSpec::host(layers)).unwrap();
+        push_layout(
+            layout.path(),
+            "v1",
+            &registry,
+            &format!("{repo}:v1"),
+            ManifestFormat::Oci,
+            None,
+        )
+        .unwrap();
+        let inputs = tempfile::tempdir().unwrap();
+        std::fs::write(inputs.path().join("context.yaml"), "name: crash\nplatform:\n  namespace: n\n  serviceAccountName: s\n  ownerRef: {apiVersion: v1, kind: Action, name: crash, uid: u}\n").unwrap();
+        std::fs::write(inputs.path().join("args.yaml"), "key: value\n").unwrap();
+        Fixture {
+            reference: format!("{}/{repo}:v1", registry.addr()),
+            registry,
+            root: tempfile::tempdir().unwrap(),
+            inputs,
+            bundles: Vec::new(),
+            _layout: layout,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(executor_bin().unwrap());
+        command
+            .arg("--root")
+            .arg(self.root())
+            .args(["--log-level", "warn"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn pull_args(&self) -> Vec<String> {
+        vec![
+            "pull".into(),
+            "--insecure-registry".into(),
+            self.registry.addr().into(),
+            self.reference.clone(),
+        ]
+    }
+
+    fn bundle_args(&mut self) -> Vec<String> {
+        let output = self
+            .inputs
+            .path()
+            .join(format!("bundle{}", self.bundles.len()));
+        self.bundles.push(output.clone());
+        vec![
+            "bundle".into(),
+            self.reference.clone(),
+            "--context".into(),
+            self.inputs
+                .path()
+                .join("context.yaml")
+                .display()
+                .to_string(),
+            "--args".into(),
+            self.inputs.path().join("args.yaml").display().to_string(),
+            "--output".into(),
+            output.display().to_string(),
+        ]
+    }
+
+    /// Runs to completion; panics with stderr on failure.
+    fn run_ok(&self, args: &[String]) -> Duration {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        let output = self.command(&args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "executor {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        started.elapsed()
+    }
+
+    /// Starts the command and SIGKILLs it after `delay` (if it is still running).
+    /// Returns whether it was killed (rather than done already).
+    fn run_killed(&self, args: &[String], delay: Duration) -> bool {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = self.command(&args).spawn().unwrap();
+        let deadline = Instant::now() + delay;
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let killed = child.try_wait().unwrap().is_none();
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        killed
+    }
+
+    /// Unmounts the bundles' rootfs mounts (they outlive `executor bundle` by design).
+    fn unmount_bundles(&self) {
+        for bundle in &self.bundles {
+            let rootfs = bundle.join("rootfs");
+            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    /// Mount points under the executor root, from /proc/mounts.
+    fn mounts_under_root(&self) -> Vec<String> {
+        let root = self.root().display().to_string();
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&root))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Forgets the image and everything unpacked, keeping whatever a crash left behind
+    /// elsewhere (that is what the next command must cope with).
+    fn forget_image(&self) {
+        self.run_ok(&["rmi".into(), self.reference.clone()]);
+        self.run_ok(&["prune".into()]);
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.unmount_bundles();
+        for mount in self.mounts_under_root() {
+            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// One bundle made after a crash must hold the image's files.
+fn check_bundle(bundle: &Path) {
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/marker")).unwrap(),
+        "survived\n"
+    );
+    for i in 0..NOISE_LAYERS {
+        let data = std::fs::read(rootfs.join(format!("data/noise{i}"))).unwrap();
+        assert!(
+            data == noise(NOISE_BYTES, i as u64 + 7),
+            "data/noise{i} differs"
+        );
+    }
+    assert!(bundle.join("config.json").is_file());
+}
+
+fn crash_loop(repo: &str, kills: usize) {
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("crash loop: {kills} kills, CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut fx = Fixture::new(repo);
+    executor_bin().unwrap();
+    // Calibrate: how long an undisturbed pull and bundle take here.
+    fx.run_ok(&fx.pull_args());
+    fx.forget_image();
+    let pull_time = fx.run_ok(&fx.pull_args());
+    let args = fx.bundle_args();
+    let bundle_time = fx.run_ok(&args);
+    check_bundle(fx.bundles.last().unwrap());
+    eprintln!("undisturbed: pull {pull_time:?}, bundle {bundle_time:?}");
+    let (mut pull_kills, mut bundle_kills, mut finished) = (0, 0, 0);
+    // Kills that come too late (the command finished) do not count; bounded anyway.
+    let mut iteration = 0;
+    while pull_kills + bundle_kills < kills {
+        assert!(
+            iteration < kills * 3,
+            "too few kills landed: the commands finish too fast"
+        );
+        iteration += 1;
+        fx.unmount_bundles();
+        let phase_is_pull = rng.below(2) == 0;
+        if phase_is_pull {
+            fx.forget_image();
+            let delay = Duration::from_millis(rng.below(pull_time.as_millis() as u64 * 9 / 10 + 5));
+            let killed = fx.run_killed(&fx.pull_args(), delay);
+            eprintln!("#{iteration}: pull killed after {delay:?}: {killed}");
+            pull_kills += usize::from(killed);
+            finished += usize::from(!killed);
+            verify_store_after_crash(fx.root())
+                .unwrap_or_else(|e| panic!("#{iteration}: store after killed pull: {e:#}"));
+            fx.run_ok(&fx.pull_args());
+        } else {
+            // Drop the snapshots (no bundle mounts them now) so that bundle unpacks again.
+            assert_eq!(fx.mounts_under_root(), Vec::<String>::new(), "#{iteration}");
+            let _ = std::fs::remove_dir_all(fx.root().join("snapshots"));
+            let delay =
+                Duration::from_millis(rng.below(bundle_time.as_millis() as u64 * 9 / 10 + 5));
+            let args = fx.bundle_args();
+            let killed = fx.run_killed(&args, delay);
+            eprintln!("#{iteration}: bundle killed after {delay:?}: {killed}");
+            bundle_kills += usize::from(killed);
+            finished += usize::from(!killed);
+            fx.unmount_bundles();
+        }
+        // The next bundle of the same image works and holds the right files; then nothing
+        // but its own rootfs is mounted under the root, and the store is consistent.
+        let args = fx.bundle_args();
+        fx.run_ok(&args);
+        check_bundle(fx.bundles.last().unwrap());
+        fx.unmount_bundles();
+        let left = fx.mounts_under_root();
+        assert_eq!(
+            left,
+            Vec::<String>::new(),
+            "#{iteration}: mounts left behind"
+        );
+        let tmp = fx.root().join("snapshots/tmp");
+        let leftovers: Vec<_> = std::fs::read_dir(&tmp)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            leftovers.is_empty(),
+            "#{iteration}: unpack leftovers {leftovers:?}"
+        );
+        let report = verify_store(fx.root()).unwrap_or_else(|e| panic!("#{iteration}: {e:#}"));
+        assert_eq!(report.images, 1, "#{iteration}");
+    }
+    eprintln!(
+        "crash loop done: {pull_kills} pulls and {bundle_kills} bundles killed, {finished} finished before the kill"
+    );
+}
+
+#[test]
+fn crash_loop_short() {
+    crash_loop("crash/short", 5);
+}
+
+#[test]
+#[ignore = "50 kills take minutes: run tests/reliability/crash-loop.sh"]
+fn crash_loop_50() {
+    crash_loop("crash/long", 50);
+}

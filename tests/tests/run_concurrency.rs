@@ -1,0 +1,124 @@
+//! `--max-concurrent-runs`: many `executor run`s started at once with one root
+//! never have more containers alive than the limit, the others wait (and say so),
+//! and all of them succeed.
+
+use integration_tests::{
+    Compression, ImageSpec, Registry, busybox_layer, executor_bin, push_layout, write_image,
+};
+use std::process::{Child, Command, Stdio};
+
+/// Each runner marks its start and end in a shared host file, sleeping between.
+const SCRIPT: &str = "echo start >> /marks/log; sleep 2; echo end >> /marks/log";
+
+const CONTEXT: &str = "\
+name: action-1
+dryRun: false
+timeout: 10m
+platform:
+  namespace: default
+  serviceAccountName: runner
+  ownerRef:
+    apiVersion: core.capact.io/v1alpha1
+    kind: Action
+    name: action-1
+    uid: 7d3c1f2e
+";
+
+const LIMIT: usize = 2;
+const RUNS: usize = 6;
+
+#[test]
+fn concurrent_runs_stay_within_the_limit() {
+    let registry = Registry::start().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("executor-concurrency-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let d = dir.path();
+    let mut spec = ImageSpec::host(vec![busybox_layer(Compression::Gzip).unwrap()]);
+    spec.config["Cmd"] = serde_json::json!(["/bin/sh", "-c", SCRIPT]);
+    write_image(&d.join("layout"), "v1", &spec).unwrap();
+    push_layout(
+        &d.join("layout"),
+        "v1",
+        &registry,
+        "runners/sleepy:v1",
+        integration_tests::ManifestFormat::Oci,
+        None,
+    )
+    .unwrap();
+    std::fs::write(d.join("context.yaml"), CONTEXT).unwrap();
+    std::fs::write(d.join("args.yaml"), "{}\n").unwrap();
+    let marks = d.join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let image = format!("{}/runners/sleepy:v1", registry.addr());
+    let run = |extra: &[&str]| -> Command {
+        let mut cmd = Command::new(executor_bin().unwrap());
+        cmd.env_remove("EXECUTOR_ROOT")
+            .arg("--root")
+            .arg(d.join("root"))
+            .args(["run", &image, "--runtime", "runc"])
+            .args(["--insecure-registry", registry.addr()])
+            .arg("--context")
+            .arg(d.join("context.yaml"))
+            .arg("--args")
+            .arg(d.join("args.yaml"))
+            .arg("--mount")
+            .arg(format!("{}:/marks", marks.display()))
+            .args(extra);
+        cmd
+    };
+    // Pull and unpack once, so that the concurrent runs start together.
+    let output = run(&["--pull", "missing"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    std::fs::remove_file(marks.join("log")).unwrap();
+
+    // The limit from the environment, as a pod spec would set it.
+    let children: Vec<Child> = (0..RUNS)
+        .map(|_| {
+            run(&["--pull", "never"])
+                .env("EXECUTOR_MAX_CONCURRENT_RUNS", LIMIT.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut waited = 0;
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("waiting for a run slot") {
+            waited += 1;
+        }
+    }
+    // Each run holds its slot for at least the 2 s sleep and all start within far
+    // less, so some found both slots taken (loosely: a loaded machine may stagger
+    // the starts).
+    assert!(waited >= 1, "no run waited for a slot");
+
+    let log = std::fs::read_to_string(marks.join("log")).unwrap();
+    let (mut alive, mut most, mut starts) = (0usize, 0usize, 0usize);
+    for line in log.lines() {
+        match line {
+            "start" => {
+                alive += 1;
+                starts += 1;
+                most = most.max(alive);
+            }
+            "end" => alive -= 1,
+            other => panic!("unexpected mark {other:?}"),
+        }
+    }
+    assert_eq!(starts, RUNS, "{log}");
+    assert_eq!(alive, 0, "{log}");
+    assert!(most <= LIMIT, "{most} runners alive at once:\n{log}");
+    assert!(
+        std::fs::read_dir(d.join("root/runs"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "run directories left"
+    );
+}
