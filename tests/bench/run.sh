@@ -201,11 +201,17 @@ interleave() {
 
 ratio() { awk -v a="${MED[$1]}" -v b="${MED[$2]}" 'BEGIN {printf "%.2f", a/b}'; }
 
+CTX=$W/context.yaml ARGS=$W/args.yaml
+printf 'name: bench\ndryRun: false\ntimeout: 0s\nplatform:\n  namespace: default\n  serviceAccountName: default\n  ownerRef: {apiVersion: v1, kind: Pod, name: x, uid: "1", controller: true, blockOwnerDeletion: true}\n' >"$CTX"
+echo '{}' >"$ARGS"
+RUN_ARGS=(--network none --context "$CTX" --args "$ARGS")
+
 # Does this build's `executor run` take an image? (It arrived with the run issue.)
 RUN_IMAGES=0
 if "$EXE" --root "$W/probe" run --help 2>/dev/null | grep -q -- '--pull'; then
     mkdir -p "$W/probe"
     if "$EXE" --root "$W/probe" run "oci-layout:$W/images:small" --runtime runc --network none \
+        --context "$CTX" --args "$ARGS" \
         >/dev/null 2>"$W/probe.err"; then
         RUN_IMAGES=1
     fi
@@ -213,9 +219,6 @@ if "$EXE" --root "$W/probe" run --help 2>/dev/null | grep -q -- '--pull'; then
 fi
 [ $RUN_IMAGES = 1 ] || log "this build's 'executor run' cannot run images: warm 'executor run' cases skipped, cold cases use pull+bundle+runc"
 
-CTX=$W/context.yaml ARGS=$W/args.yaml
-printf 'name: bench\ndryRun: false\ntimeout: 0s\nplatform:\n  namespace: default\n  serviceAccountName: default\n  ownerRef: {apiVersion: v1, kind: Pod, name: x, uid: "1", controller: true, blockOwnerDeletion: true}\n' >"$CTX"
-echo '{}' >"$ARGS"
 
 # ---------------------------------------------------------------- case 1: warm start
 if want 1; then
@@ -228,8 +231,8 @@ bench_runc() { runc --root "$W/runc" run --bundle "$W/warm-bundle" "warm-$1"; }
 bench_podman() {
     "${PODMAN[@]}" run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "$SMALL_IMG"
 }
-bench_exec_embedded() { "$EXE" --root "$WR" run "$SMALL_IMG" --pull never --network none; }
-bench_exec_runc() { "$EXE" --root "$WR" run "$SMALL_IMG" --pull never --network none --runtime runc; }
+bench_exec_embedded() { "$EXE" --root "$WR" run "$SMALL_IMG" --pull never "${RUN_ARGS[@]}"; }
+bench_exec_runc() { "$EXE" --root "$WR" run "$SMALL_IMG" --pull never "${RUN_ARGS[@]}" --runtime runc; }
 # Without `executor run`: what the executor adds to a warm start, measured with its CLI:
 # bundle an already unpacked image (overlay mount, config.json, inputs), runc run, clean up.
 bench_bundle_runc() {
@@ -251,7 +254,7 @@ prep_cold_exec() { rm -rf "$W/cold-root"; }
 if [ $RUN_IMAGES = 1 ]; then
     bench_cold_exec() {
         /usr/bin/time -f '%M' -o "$W/rss.$1" \
-            "$EXE" --root "$W/cold-root" run "$LARGE_IMG" --network none --runtime runc
+            "$EXE" --root "$W/cold-root" run "$LARGE_IMG" "${RUN_ARGS[@]}" --runtime runc
     }
 else
     bench_cold_exec() {
@@ -323,7 +326,7 @@ rm -rf "$W/conc-root"
 cp "$W/registry/log" "$W/registry/log.before"
 one_conc() {
     if [ $RUN_IMAGES = 1 ]; then
-        "$EXE" --root "$W/conc-root" run "$LARGE_IMG" --network none --runtime runc
+        "$EXE" --root "$W/conc-root" run "$LARGE_IMG" "${RUN_ARGS[@]}" --runtime runc
     else
         "$EXE" --root "$W/conc-root" pull "$LARGE_IMG" &&
             "$EXE" --root "$W/conc-root" bundle "$LARGE_IMG" --context "$CTX" --args "$ARGS" -o "$W/conc-bundle-$1" &&
