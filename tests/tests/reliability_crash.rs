@@ -336,19 +336,23 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
     // Calibrate: how long an undisturbed pull and bundle take here.
     fx.run_ok(&fx.pull_args());
     fx.forget_image();
-    let pull_time = fx.run_ok(&fx.pull_args());
+    let mut pull_time = fx.run_ok(&fx.pull_args());
     let args = fx.bundle_args();
-    let bundle_time = fx.run_ok(&args);
+    let mut bundle_time = fx.run_ok(&args);
     check_bundle(fx.bundles.last().unwrap());
     eprintln!("undisturbed: pull {pull_time:?}, bundle {bundle_time:?}");
-    let run_time = fx.run_ok(&fx.run_args("runc", &fx.inputs.path().join("out-calibration")));
+    let mut run_time = fx.run_ok(&fx.run_args("runc", &fx.inputs.path().join("out-calibration")));
     eprintln!("undisturbed run: {run_time:?}");
     let (mut pull_kills, mut bundle_kills, mut run_kills, mut finished) = (0, 0, 0, 0);
     // Kills that come too late (the command finished) do not count; bounded anyway.
+    // A command that finished before its kill took at most that long: the window for
+    // that phase shrinks to it, so the loop adapts when the machine gets faster (or
+    // the calibration ran while it was loaded) instead of running out of iterations.
+    let shrink = |window: &mut Duration, delay: Duration| *window = (*window).min(delay);
     let mut iteration = 0;
     while pull_kills + bundle_kills + run_kills < kills {
         assert!(
-            iteration < kills * 3,
+            iteration < kills * 8,
             "too few kills landed: the commands finish too fast"
         );
         iteration += 1;
@@ -370,6 +374,9 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
             eprintln!("#{iteration}: run ({runtime}) killed after {delay:?}: {killed}");
             run_kills += usize::from(killed);
             finished += usize::from(!killed);
+            if !killed {
+                shrink(&mut run_time, delay);
+            }
             verify_store_after_crash(fx.root())
                 .unwrap_or_else(|e| panic!("#{iteration}: store after killed run: {e:#}"));
             let runs = fx.runs_present();
@@ -434,6 +441,9 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
             eprintln!("#{iteration}: pull killed after {delay:?}: {killed}");
             pull_kills += usize::from(killed);
             finished += usize::from(!killed);
+            if !killed {
+                shrink(&mut pull_time, delay);
+            }
             verify_store_after_crash(fx.root())
                 .unwrap_or_else(|e| panic!("#{iteration}: store after killed pull: {e:#}"));
             fx.run_ok(&fx.pull_args());
@@ -448,6 +458,9 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
             eprintln!("#{iteration}: bundle killed after {delay:?}: {killed}");
             bundle_kills += usize::from(killed);
             finished += usize::from(!killed);
+            if !killed {
+                shrink(&mut bundle_time, delay);
+            }
             fx.unmount_bundles();
         }
         // The next bundle of the same image works and holds the right files; then nothing
