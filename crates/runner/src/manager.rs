@@ -224,9 +224,9 @@ impl<R: Runner> Manager<R> {
         };
         match &result {
             Ok(out) if out.succeeded => {
-                tracing::info!(parent: &span, message = %out.message, "runner succeeded")
+                tracing::info!(parent: &span, result = %out.message, "runner succeeded")
             }
-            Ok(out) => tracing::warn!(parent: &span, message = %out.message, "runner failed"),
+            Ok(out) => tracing::warn!(parent: &span, result = %out.message, "runner failed"),
             Err(err) => tracing::error!(parent: &span, error = %err, "runner did not complete"),
         }
         result
