@@ -13,7 +13,7 @@
 
 use integration_tests::{
     Compression, Entry, ImageSpec, LayerSpec, ManifestFormat, Registry, busybox_layer,
-    executor_bin, push_layout, verify_store, verify_store_after_crash, write_image,
+    executor_bin, noise, push_layout, verify_store, verify_store_after_crash, write_image,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,19 +21,6 @@ use std::time::{Duration, Instant};
 
 const NOISE_LAYERS: usize = 3;
 const NOISE_BYTES: usize = 4 << 20;
-
-/// Incompressible bytes (xorshift).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A small deterministic generator for kill points (xorshift64*).
 struct Rng(u64);
