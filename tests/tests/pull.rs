@@ -68,6 +68,19 @@ fn assert_blobs_stored(store: &Store, record: &ImageRecord) {
     }
 }
 
+/// `record` is the image that was `built`, and all its blobs are stored intact.
+fn assert_pulled(store: &Store, record: &ImageRecord, built: &BuiltImage) {
+    assert_eq!(record.manifest_digest.to_string(), built.digest);
+    assert_blobs_stored(store, record);
+}
+
+/// Writes `content` to `dir/name`; returns the path.
+fn write_file(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
@@ -497,28 +510,20 @@ async fn auth_protected_registry_needs_credentials() {
     let reference = source(&format!("{}/private/app:v1", registry.addr()));
 
     // An empty auth file: anonymous, refused.
-    let empty = root.path().join("empty-auth.json");
-    std::fs::write(&empty, "{}").unwrap();
     let mut opts = options(registry.addr());
-    opts.registry.auth_file = Some(empty);
+    opts.registry.auth_file = Some(write_file(root.path(), "empty-auth.json", "{}"));
     let err = pull_error(&store, &reference, &opts).await;
     assert!(err.contains("not authorized"), "{err}");
 
-    let auth_file = root.path().join("auth.json");
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode("tester:t0ps3cret");
-    std::fs::write(
-        &auth_file,
-        format!(
-            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
-            registry.addr()
-        ),
-    )
-    .unwrap();
-    opts.registry.auth_file = Some(auth_file);
+    let auth_json = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+        registry.addr()
+    );
+    opts.registry.auth_file = Some(write_file(root.path(), "auth.json", &auth_json));
     let record = pull(&store, &reference, &opts).await.unwrap();
-    assert_eq!(record.manifest_digest.to_string(), built.digest);
-    assert_blobs_stored(&store, &record);
+    assert_pulled(&store, &record, &built);
 }
 
 #[tokio::test]
@@ -536,8 +541,7 @@ async fn interrupted_blob_resumes_with_a_range_request() {
         proxy.range_requests() >= 1,
         "the retry did not ask for a range"
     );
-    assert_eq!(record.manifest_digest.to_string(), built.digest);
-    assert_blobs_stored(&store, &record);
+    assert_pulled(&store, &record, &built);
     assert!(tmp_is_empty(root.path()));
 }
 
@@ -579,8 +583,7 @@ async fn https_registry_with_an_extra_ca() {
 
     opts.registry.cert_dir = Some(registry.ca_dir());
     let record = pull(&store, &reference, &opts).await.unwrap();
-    assert_eq!(record.manifest_digest.to_string(), built.digest);
-    assert_blobs_stored(&store, &record);
+    assert_pulled(&store, &record, &built);
 }
 
 #[tokio::test]
@@ -607,8 +610,7 @@ async fn server_errors_and_rate_limits_are_retried() {
                 "Retry-After ignored"
             );
         }
-        assert_eq!(record.manifest_digest.to_string(), built.digest);
-        assert_blobs_stored(&store, &record);
+        assert_pulled(&store, &record, &built);
 
         // With no retries allowed the same fault fails the pull, naming the status.
         let proxy = FaultProxy::start(registry.addr(), path_part, Fault::Status(code)).unwrap();
@@ -636,6 +638,17 @@ fn executor(root: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// `executor --root root pull image --insecure-registry insecure`, to spawn.
+fn executor_pull(root: &Path, image: &str, insecure: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(integration_tests::executor_bin().unwrap());
+    command
+        .arg("--root")
+        .arg(root)
+        .args(["--log-level", "warn", "pull", image])
+        .args(["--insecure-registry", insecure]);
+    command
 }
 
 #[test]
@@ -712,14 +725,9 @@ fn concurrent_processes_download_each_blob_once() {
     let proxy = FaultProxy::start(registry.addr(), &built.layers[0], Fault::None).unwrap();
     let root = tempfile::tempdir().unwrap();
     let image = format!("{}/procs/app:v1", proxy.addr());
-    let bin = integration_tests::executor_bin().unwrap();
     let children: Vec<_> = (0..3)
         .map(|_| {
-            std::process::Command::new(&bin)
-                .arg("--root")
-                .arg(root.path())
-                .args(["--log-level", "warn", "pull", &image])
-                .args(["--insecure-registry", proxy.addr()])
+            executor_pull(root.path(), &image, proxy.addr())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -752,11 +760,7 @@ fn killed_pull_leaves_nothing_that_survives_the_next_start() {
     .unwrap();
     let root = tempfile::tempdir().unwrap();
     let image = format!("{}/kill/app:v1", proxy.addr());
-    let mut child = std::process::Command::new(integration_tests::executor_bin().unwrap())
-        .arg("--root")
-        .arg(root.path())
-        .args(["--log-level", "warn", "pull", &image])
-        .args(["--insecure-registry", proxy.addr()])
+    let mut child = executor_pull(root.path(), &image, proxy.addr())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -817,26 +821,18 @@ async fn token_protected_registry_gets_a_bearer_token() {
     let (root, store) = empty_store();
     let reference = source(&format!("{}/bearer/app:v1", registry.addr()));
 
-    let empty = root.path().join("empty-auth.json");
-    std::fs::write(&empty, "{}").unwrap();
     let mut opts = options(registry.addr());
-    opts.registry.auth_file = Some(empty);
+    opts.registry.auth_file = Some(write_file(root.path(), "empty-auth.json", "{}"));
     let err = pull_error(&store, &reference, &opts).await;
     assert!(err.contains("not authorized"), "{err}");
 
-    let auth_file = root.path().join("auth.json");
-    std::fs::write(
-        &auth_file,
-        format!(
-            r#"{{"auths":{{"{}":{{"username":"robot","password":"t0k3n-pass"}}}}}}"#,
-            registry.addr()
-        ),
-    )
-    .unwrap();
-    opts.registry.auth_file = Some(auth_file);
+    let auth_json = format!(
+        r#"{{"auths":{{"{}":{{"username":"robot","password":"t0k3n-pass"}}}}}}"#,
+        registry.addr()
+    );
+    opts.registry.auth_file = Some(write_file(root.path(), "auth.json", &auth_json));
     let issued_before = registry.token_server().unwrap().issued();
     let record = pull(&store, &reference, &opts).await.unwrap();
-    assert_eq!(record.manifest_digest.to_string(), built.digest);
-    assert_blobs_stored(&store, &record);
+    assert_pulled(&store, &record, &built);
     assert!(registry.token_server().unwrap().issued() > issued_before);
 }
