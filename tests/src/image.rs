@@ -59,6 +59,20 @@ impl Entry {
     }
 }
 
+/// `len` incompressible bytes (xorshift) from `seed`, so that layer sizes are what they
+/// say; the same seed gives the same bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// How a layer is compressed (each in its OCI media type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {

@@ -12,7 +12,8 @@ pub mod token;
 pub use binary::executor_bin;
 pub use check::{StoreReport, verify_store, verify_store_after_crash};
 pub use image::{
-    BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, write_image, write_index,
+    BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, noise, write_image,
+    write_index,
 };
 pub use proxy::{Fault, FaultProxy, Times};
 pub use registry::{ManifestFormat, Registry, RegistryConfig, TokenAuth, push_layout};

@@ -294,21 +294,7 @@ pub fn push_layout(
 /// A test CA and a server certificate for 127.0.0.1 signed by it, with openssl.
 fn make_certificates(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("ca"))?;
-    let run = |args: &[&str]| -> Result<()> {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .context("running openssl")?;
-        if !output.status.success() {
-            bail!(
-                "openssl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
-    };
+    let run = |args: &[&str]| crate::token::openssl(dir, args).map(drop);
     let ec = [
         "-newkey",
         "ec",

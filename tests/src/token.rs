@@ -39,21 +39,7 @@ impl TokenServer {
     /// requests carrying basic auth `user:password`, for `repositories`.
     pub fn start(dir: &Path, user: &str, password: &str, repositories: &[&str]) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let openssl = |args: &[&str]| -> Result<Vec<u8>> {
-            let output = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .context("running openssl")?;
-            if !output.status.success() {
-                bail!(
-                    "openssl {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-            Ok(output.stdout)
-        };
+        let openssl = |args: &[&str]| openssl(dir, args);
         openssl(&[
             "req",
             "-x509",
@@ -176,4 +162,21 @@ fn answer(mut stream: TcpStream, token: &str, expected_auth: &str) -> Result<boo
     )?;
     let _ = stream.shutdown(Shutdown::Both);
     Ok(authorized)
+}
+
+/// Runs `openssl ARGS` in `dir`; returns its stdout, or an error with its stderr.
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("running openssl")?;
+    if !output.status.success() {
+        bail!(
+            "openssl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(output.stdout)
 }

@@ -1,8 +1,9 @@
 //! `executor pull` against a real `docker-registry` and real OCI layouts.
 
+mod common;
+
+use common::{empty_store, error_chain, pull_error, pull_options, source, tmp_is_empty};
 use executor::pull::{PullOptions, pull};
-use executor::reference::ImageSource;
-use executor::source::registry::RegistryOptions;
 use executor::store::{ImageRecord, Store};
 use integration_tests::{
     BuiltImage, Compression, Entry, Fault, FaultProxy, ImageSpec, LayerSpec, ManifestFormat,
@@ -11,39 +12,9 @@ use integration_tests::{
 use std::path::Path;
 use std::time::Duration;
 
-fn options(registry: &Registry) -> PullOptions {
-    PullOptions {
-        registry: RegistryOptions {
-            insecure_registries: vec![registry.addr().to_owned()],
-            ..RegistryOptions::default()
-        },
-        initial_backoff: Duration::from_millis(50),
-        retries: 2,
-        progress: false,
-        ..PullOptions::default()
-    }
-}
-
-/// The error and its causes, as the CLI prints them.
-trait Chain {
-    fn chain(&self) -> String;
-}
-
-impl<E: std::error::Error> Chain for E {
-    fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = self.source();
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        text
-    }
-}
-
-fn source(text: &str) -> ImageSource {
-    ImageSource::parse(text).unwrap()
+/// Pull options for a test registry (or proxy) at `addr`.
+fn options(addr: &str) -> PullOptions {
+    pull_options(addr)
 }
 
 /// A busybox image with one extra layer holding a marker file.
@@ -58,6 +29,35 @@ fn busybox_image(layout: &Path, tag: &str, compression: Compression) -> BuiltIma
     write_image(layout, tag, &spec).unwrap()
 }
 
+/// Pushes busybox plus a marker layer (gzip, OCI manifest, anonymous) as `image`
+/// (`repo:tag`); returns the layout it was written to and what was built.
+fn push_busybox(registry: &Registry, image: &str) -> (tempfile::TempDir, BuiltImage) {
+    push_busybox_as(
+        registry,
+        image,
+        Compression::Gzip,
+        ManifestFormat::Oci,
+        None,
+    )
+}
+
+/// [`push_busybox`] with the layer compression, manifest format and push credentials
+/// (`user:password`) given.
+fn push_busybox_as(
+    registry: &Registry,
+    image: &str,
+    compression: Compression,
+    format: ManifestFormat,
+    credentials: Option<&str>,
+) -> (tempfile::TempDir, BuiltImage) {
+    let (_, tag) = image.rsplit_once(':').expect("test images are repo:tag");
+    let layout = tempfile::tempdir().unwrap();
+    let built = busybox_image(layout.path(), tag, compression);
+    push_layout(layout.path(), tag, registry, image, format, credentials).unwrap();
+    (layout, built)
+}
+
+/// Every blob of `record` is in the store, with its size and digest.
 fn assert_blobs_stored(store: &Store, record: &ImageRecord) {
     for descriptor in std::iter::once(&record.config).chain(&record.layers) {
         let path = store.blob_path(descriptor.digest());
@@ -68,37 +68,34 @@ fn assert_blobs_stored(store: &Store, record: &ImageRecord) {
     }
 }
 
+/// `record` is the image that was `built`, and all its blobs are stored intact.
+fn assert_pulled(store: &Store, record: &ImageRecord, built: &BuiltImage) {
+    assert_eq!(record.manifest_digest.to_string(), built.digest);
+    assert_blobs_stored(store, record);
+}
+
+/// Writes `content` to `dir/name`; returns the path.
+fn write_file(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
 
-fn tmp_is_empty(root: &Path) -> bool {
-    std::fs::read_dir(root.join("tmp"))
-        .unwrap()
-        .next()
-        .is_none()
-}
-
 #[tokio::test]
 async fn pulls_by_tag_then_by_digest() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "tools/busybox:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    let (_layout, built) = push_busybox(&registry, "tools/busybox:v1");
+    let (root, store) = empty_store();
 
     let by_tag = source(&format!("{}/tools/busybox:v1", registry.addr()));
-    let record = pull(&store, &by_tag, &options(&registry)).await.unwrap();
+    let record = pull(&store, &by_tag, &options(registry.addr()))
+        .await
+        .unwrap();
     assert_eq!(record.manifest_digest.to_string(), built.digest);
     assert_eq!(
         record.reference,
@@ -121,7 +118,9 @@ async fn pulls_by_tag_then_by_digest() {
         registry.addr(),
         built.digest
     ));
-    let pinned = pull(&store, &by_digest, &options(&registry)).await.unwrap();
+    let pinned = pull(&store, &by_digest, &options(registry.addr()))
+        .await
+        .unwrap();
     assert_eq!(pinned.manifest_digest, record.manifest_digest);
     let listed: Vec<String> = store
         .images()
@@ -165,11 +164,12 @@ async fn picks_the_platform_from_an_index() {
         None,
     )
     .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    let (_root, store) = empty_store();
     let reference = source(&format!("{}/multi/app:1", registry.addr()));
 
-    let default = pull(&store, &reference, &options(&registry)).await.unwrap();
+    let default = pull(&store, &reference, &options(registry.addr()))
+        .await
+        .unwrap();
     assert_eq!(default.manifest_digest.to_string(), images[0].digest);
     assert_eq!(
         default.index_digest.as_ref().map(ToString::to_string),
@@ -177,14 +177,14 @@ async fn picks_the_platform_from_an_index() {
     );
     assert_blobs_stored(&store, &default);
 
-    let mut opts = options(&registry);
+    let mut opts = options(registry.addr());
     opts.platform = Some("linux/arm".parse().unwrap());
     let arm = pull(&store, &reference, &opts).await.unwrap();
     assert_eq!(arm.manifest_digest.to_string(), images[2].digest);
     assert_eq!(arm.platform.as_deref(), Some("linux/arm/v7"));
 
     opts.platform = Some("linux/s390x".parse().unwrap());
-    let err = pull(&store, &reference, &opts).await.unwrap_err().chain();
+    let err = pull_error(&store, &reference, &opts).await;
     assert!(err.contains("no image for platform linux/s390x"), "{err}");
     assert!(err.contains("linux/arm64/v8"), "{err}");
     assert!(err.contains("linux/arm/v7"), "{err}");
@@ -217,9 +217,8 @@ async fn picks_the_platform_from_a_docker_manifest_list() {
         None,
     )
     .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
-    let mut opts = options(&registry);
+    let (_root, store) = empty_store();
+    let mut opts = options(registry.addr());
     opts.platform = Some("linux/arm64".parse().unwrap());
     let record = pull(
         &store,
@@ -247,23 +246,18 @@ async fn picks_the_platform_from_a_docker_manifest_list() {
 #[tokio::test]
 async fn pulls_docker_schema2_images() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
+    let _layout = push_busybox_as(
         &registry,
         "docker/app:v1",
+        Compression::Gzip,
         ManifestFormat::DockerV2,
         None,
-    )
-    .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    );
+    let (_root, store) = empty_store();
     let record = pull(
         &store,
         &source(&format!("{}/docker/app:v1", registry.addr())),
-        &options(&registry),
+        &options(registry.addr()),
     )
     .await
     .unwrap();
@@ -281,23 +275,18 @@ async fn pulls_docker_schema2_images() {
 #[tokio::test]
 async fn pulls_zstd_layers() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "zstd", Compression::Zstd);
-    push_layout(
-        layout.path(),
-        "zstd",
+    let (_layout, built) = push_busybox_as(
         &registry,
         "z/app:zstd",
+        Compression::Zstd,
         ManifestFormat::Oci,
         None,
-    )
-    .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    );
+    let (_root, store) = empty_store();
     let record = pull(
         &store,
         &source(&format!("{}/z/app:zstd", registry.addr())),
-        &options(&registry),
+        &options(registry.addr()),
     )
     .await
     .unwrap();
@@ -312,17 +301,7 @@ async fn pulls_zstd_layers() {
 #[tokio::test]
 async fn tampered_blob_fails_naming_the_digest_and_stores_nothing() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "bad/app:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
+    let (_layout, built) = push_busybox(&registry, "bad/app:v1");
     // Flip one byte of the base layer in the registry's storage (same size).
     let data_path = registry.blob_data_path(&built.layers[0]);
     let mut data = std::fs::read(&data_path).unwrap();
@@ -330,13 +309,9 @@ async fn tampered_blob_fails_naming_the_digest_and_stores_nothing() {
     data[middle] ^= 0xff;
     std::fs::write(&data_path, &data).unwrap();
 
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    let (root, store) = empty_store();
     let reference = source(&format!("{}/bad/app:v1", registry.addr()));
-    let err = pull(&store, &reference, &options(&registry))
-        .await
-        .unwrap_err()
-        .chain();
+    let err = pull_error(&store, &reference, &options(registry.addr())).await;
     assert!(err.contains("digest mismatch"), "{err}");
     assert!(err.contains(&built.layers[0]), "{err}");
     let tampered: executor::reference::ImageSource = reference.clone();
@@ -349,24 +324,10 @@ async fn tampered_blob_fails_naming_the_digest_and_stores_nothing() {
 #[tokio::test]
 async fn missing_tag_is_a_clear_error() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "some/app:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    let _layout = push_busybox(&registry, "some/app:v1");
+    let (_root, store) = empty_store();
     let reference = format!("{}/some/app:nope", registry.addr());
-    let err = pull(&store, &source(&reference), &options(&registry))
-        .await
-        .unwrap_err()
-        .chain();
+    let err = pull_error(&store, &source(&reference), &options(registry.addr())).await;
     assert!(err.contains("not found"), "{err}");
     assert!(err.contains(&reference), "{err}");
     assert!(store.images().unwrap().is_empty());
@@ -381,18 +342,14 @@ async fn unreachable_registry_fails_fast() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    let (_root, store) = empty_store();
     let mut opts = PullOptions {
         progress: false,
         ..PullOptions::default()
     };
     opts.registry.insecure_registries = vec![addr.clone()];
     let started = std::time::Instant::now();
-    let err = pull(&store, &source(&format!("{addr}/app:v1")), &opts)
-        .await
-        .unwrap_err()
-        .chain();
+    let err = pull_error(&store, &source(&format!("{addr}/app:v1")), &opts).await;
     assert!(err.contains("unreachable"), "{err}");
     assert!(err.contains(&addr), "{err}");
     // Connection refused is not retried with backoff (that would take 30s+).
@@ -402,8 +359,7 @@ async fn unreachable_registry_fails_fast() {
 #[tokio::test]
 async fn plain_http_only_when_asked() {
     let registry = Registry::start().unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    let (_root, store) = empty_store();
     let opts = PullOptions {
         progress: false,
         retries: 0,
@@ -417,28 +373,18 @@ async fn plain_http_only_when_asked() {
     .await
     .unwrap_err();
     // An HTTPS handshake with a plain-HTTP server fails; nothing falls back to HTTP.
-    assert!(err.chain().contains(registry.addr()), "{err}");
+    assert!(error_chain(&err).contains(registry.addr()), "{err}");
 }
 
 #[tokio::test]
 async fn concurrent_pulls_download_each_blob_once_and_all_succeed() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "conc/app:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
+    let (_layout, built) = push_busybox(&registry, "conc/app:v1");
     // Count the downloads of the base layer on the way.
     let proxy = FaultProxy::start(registry.addr(), &built.layers[0], Fault::None).unwrap();
     let root = tempfile::tempdir().unwrap();
     let reference = source(&format!("{}/conc/app:v1", proxy.addr()));
-    let mut opts = options(&registry);
+    let mut opts = options(registry.addr());
     opts.registry.insecure_registries = vec![proxy.addr().to_owned()];
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -473,8 +419,7 @@ async fn pulls_from_an_oci_layout() {
     let layout = tempfile::tempdir().unwrap();
     let v1 = busybox_image(layout.path(), "v1", Compression::Gzip);
     let v2 = busybox_image(layout.path(), "v2", Compression::Zstd);
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    let (_root, store) = empty_store();
     let opts = PullOptions {
         progress: false,
         ..PullOptions::default()
@@ -495,16 +440,10 @@ async fn pulls_from_an_oci_layout() {
     .unwrap();
     assert_eq!(pinned.manifest_digest.to_string(), v1.digest);
 
-    let err = pull(&store, &source(&format!("oci-layout:{dir}:v3")), &opts)
-        .await
-        .unwrap_err()
-        .chain();
+    let err = pull_error(&store, &source(&format!("oci-layout:{dir}:v3")), &opts).await;
     assert!(err.contains("no image tagged \"v3\""), "{err}");
     assert!(err.contains("v1, v2"), "{err}");
-    let err = pull(&store, &source(&format!("oci-layout:{dir}")), &opts)
-        .await
-        .unwrap_err()
-        .chain();
+    let err = pull_error(&store, &source(&format!("oci-layout:{dir}")), &opts).await;
     assert!(err.contains("holds 2 images"), "{err}");
     // A multi-platform index in the layout, as `skopeo copy --all ... oci:DIR:TAG` writes.
     let host = ImageSpec::host(vec![busybox_layer(Compression::Gzip).unwrap()]);
@@ -522,10 +461,7 @@ async fn pulls_from_an_oci_layout() {
         Some(index.digest)
     );
 
-    let err = pull(&store, &source("oci-layout:/nonexistent/layout:v1"), &opts)
-        .await
-        .unwrap_err()
-        .chain();
+    let err = pull_error(&store, &source("oci-layout:/nonexistent/layout:v1"), &opts).await;
     assert!(err.contains("/nonexistent/layout"), "{err}");
 }
 
@@ -540,20 +476,17 @@ async fn layout_with_a_corrupt_blob_is_refused() {
     let mut data = std::fs::read(&blob).unwrap();
     data[0] ^= 0xff;
     std::fs::write(&blob, data).unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    let (root, store) = empty_store();
     let opts = PullOptions {
         progress: false,
         ..PullOptions::default()
     };
-    let err = pull(
+    let err = pull_error(
         &store,
         &source(&format!("oci-layout:{}:v1", layout.path().display())),
         &opts,
     )
-    .await
-    .unwrap_err()
-    .chain();
+    .await;
     assert!(err.contains(&built.layers[1]), "{err}");
     assert!(store.images().unwrap().is_empty());
     assert!(tmp_is_empty(root.path()));
@@ -566,66 +499,41 @@ async fn auth_protected_registry_needs_credentials() {
         ..RegistryConfig::default()
     })
     .unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
+    let (_layout, built) = push_busybox_as(
         &registry,
         "private/app:v1",
+        Compression::Gzip,
         ManifestFormat::Oci,
         Some("tester:t0ps3cret"),
-    )
-    .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    );
+    let (root, store) = empty_store();
     let reference = source(&format!("{}/private/app:v1", registry.addr()));
 
     // An empty auth file: anonymous, refused.
-    let empty = root.path().join("empty-auth.json");
-    std::fs::write(&empty, "{}").unwrap();
-    let mut opts = options(&registry);
-    opts.registry.auth_file = Some(empty);
-    let err = pull(&store, &reference, &opts).await.unwrap_err().chain();
+    let mut opts = options(registry.addr());
+    opts.registry.auth_file = Some(write_file(root.path(), "empty-auth.json", "{}"));
+    let err = pull_error(&store, &reference, &opts).await;
     assert!(err.contains("not authorized"), "{err}");
 
-    let auth_file = root.path().join("auth.json");
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode("tester:t0ps3cret");
-    std::fs::write(
-        &auth_file,
-        format!(
-            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
-            registry.addr()
-        ),
-    )
-    .unwrap();
-    opts.registry.auth_file = Some(auth_file);
+    let auth_json = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+        registry.addr()
+    );
+    opts.registry.auth_file = Some(write_file(root.path(), "auth.json", &auth_json));
     let record = pull(&store, &reference, &opts).await.unwrap();
-    assert_eq!(record.manifest_digest.to_string(), built.digest);
-    assert_blobs_stored(&store, &record);
+    assert_pulled(&store, &record, &built);
 }
 
 #[tokio::test]
 async fn interrupted_blob_resumes_with_a_range_request() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "resume/app:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
+    let (_layout, built) = push_busybox(&registry, "resume/app:v1");
     let base = &built.layers[0];
     let proxy = FaultProxy::start(registry.addr(), base, Fault::CutAfter(100_000)).unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
-    let mut opts = options(&registry);
-    opts.registry.insecure_registries = vec![proxy.addr().to_owned()];
+    let (root, store) = empty_store();
+    let opts = options(proxy.addr());
     let reference = source(&format!("{}/resume/app:v1", proxy.addr()));
     let record = pull(&store, &reference, &opts).await.unwrap();
     assert_eq!(proxy.faults(), 1, "the fault was not injected");
@@ -633,31 +541,18 @@ async fn interrupted_blob_resumes_with_a_range_request() {
         proxy.range_requests() >= 1,
         "the retry did not ask for a range"
     );
-    assert_eq!(record.manifest_digest.to_string(), built.digest);
-    assert_blobs_stored(&store, &record);
+    assert_pulled(&store, &record, &built);
     assert!(tmp_is_empty(root.path()));
 }
 
 #[tokio::test]
 async fn stalled_transfer_times_out_and_is_retried() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "stall/app:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
+    let (_layout, built) = push_busybox(&registry, "stall/app:v1");
     let base = &built.layers[0];
     let proxy = FaultProxy::start(registry.addr(), base, Fault::StallAfter(50_000)).unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
-    let mut opts = options(&registry);
-    opts.registry.insecure_registries = vec![proxy.addr().to_owned()];
+    let (_root, store) = empty_store();
+    let mut opts = options(proxy.addr());
     opts.stall_timeout = Duration::from_secs(2);
     let reference = source(&format!("{}/stall/app:v1", proxy.addr()));
     let record = pull(&store, &reference, &opts).await.unwrap();
@@ -672,19 +567,8 @@ async fn https_registry_with_an_extra_ca() {
         ..RegistryConfig::default()
     })
     .unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "tls/app:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    let (_layout, built) = push_busybox(&registry, "tls/app:v1");
+    let (_root, store) = empty_store();
     let reference = source(&format!("{}/tls/app:v1", registry.addr()));
     let mut opts = PullOptions {
         progress: false,
@@ -692,42 +576,32 @@ async fn https_registry_with_an_extra_ca() {
         ..PullOptions::default()
     };
     // Without the CA the certificate is untrusted.
-    let err = pull(&store, &reference, &opts).await.unwrap_err().chain();
+    let err = pull_error(&store, &reference, &opts).await;
     assert!(err.contains(registry.addr()), "{err}");
     assert!(err.contains("certificate"), "{err}");
     assert!(store.images().unwrap().is_empty());
 
     opts.registry.cert_dir = Some(registry.ca_dir());
     let record = pull(&store, &reference, &opts).await.unwrap();
-    assert_eq!(record.manifest_digest.to_string(), built.digest);
-    assert_blobs_stored(&store, &record);
+    assert_pulled(&store, &record, &built);
 }
 
 #[tokio::test]
 async fn server_errors_and_rate_limits_are_retried() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "flaky/app:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
+    let (_layout, built) = push_busybox(&registry, "flaky/app:v1");
     for (path_part, code) in [("/manifests/v1", 503), (built.layers[1].as_str(), 429)] {
         let proxy = FaultProxy::start(registry.addr(), path_part, Fault::Status(code)).unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let store = Store::open(root.path()).unwrap();
-        let mut opts = options(&registry);
-        opts.registry.insecure_registries = vec![proxy.addr().to_owned()];
+        let (_root, store) = empty_store();
+        let mut opts = options(proxy.addr());
         let reference = source(&format!("{}/flaky/app:v1", proxy.addr()));
         let started = std::time::Instant::now();
-        let record = pull(&store, &reference, &opts)
-            .await
-            .unwrap_or_else(|e| panic!("HTTP {code} on {path_part} not retried: {}", e.chain()));
+        let record = pull(&store, &reference, &opts).await.unwrap_or_else(|e| {
+            panic!(
+                "HTTP {code} on {path_part} not retried: {}",
+                error_chain(&e)
+            )
+        });
         assert_eq!(proxy.faults(), 1, "HTTP {code} was not injected");
         if code == 429 {
             // The proxy said `Retry-After: 1`; the 50ms backoff must not apply.
@@ -736,17 +610,15 @@ async fn server_errors_and_rate_limits_are_retried() {
                 "Retry-After ignored"
             );
         }
-        assert_eq!(record.manifest_digest.to_string(), built.digest);
-        assert_blobs_stored(&store, &record);
+        assert_pulled(&store, &record, &built);
 
         // With no retries allowed the same fault fails the pull, naming the status.
         let proxy = FaultProxy::start(registry.addr(), path_part, Fault::Status(code)).unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let store = Store::open(root.path()).unwrap();
+        let (root, store) = empty_store();
         opts.registry.insecure_registries = vec![proxy.addr().to_owned()];
         opts.retries = 0;
         let reference = source(&format!("{}/flaky/app:v1", proxy.addr()));
-        let err = pull(&store, &reference, &opts).await.unwrap_err().chain();
+        let err = pull_error(&store, &reference, &opts).await;
         assert!(err.contains(&code.to_string()), "{err}");
         assert!(tmp_is_empty(root.path()));
     }
@@ -768,20 +640,21 @@ fn executor(root: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `executor --root root pull image --insecure-registry insecure`, to spawn.
+fn executor_pull(root: &Path, image: &str, insecure: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(integration_tests::executor_bin().unwrap());
+    command
+        .arg("--root")
+        .arg(root)
+        .args(["--log-level", "warn", "pull", image])
+        .args(["--insecure-registry", insecure]);
+    command
+}
+
 #[test]
 fn cli_pull_images_rmi_prune() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "cli/app:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
+    let (layout, built) = push_busybox(&registry, "cli/app:v1");
     let root = tempfile::tempdir().unwrap();
     let image = format!("{}/cli/app:v1", registry.addr());
 
@@ -848,28 +721,13 @@ fn cli_pull_images_rmi_prune() {
 #[test]
 fn concurrent_processes_download_each_blob_once() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "procs/app:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
+    let (_layout, built) = push_busybox(&registry, "procs/app:v1");
     let proxy = FaultProxy::start(registry.addr(), &built.layers[0], Fault::None).unwrap();
     let root = tempfile::tempdir().unwrap();
     let image = format!("{}/procs/app:v1", proxy.addr());
-    let bin = integration_tests::executor_bin().unwrap();
     let children: Vec<_> = (0..3)
         .map(|_| {
-            std::process::Command::new(&bin)
-                .arg("--root")
-                .arg(root.path())
-                .args(["--log-level", "warn", "pull", &image])
-                .args(["--insecure-registry", proxy.addr()])
+            executor_pull(root.path(), &image, proxy.addr())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -892,17 +750,7 @@ fn concurrent_processes_download_each_blob_once() {
 #[test]
 fn killed_pull_leaves_nothing_that_survives_the_next_start() {
     let registry = Registry::start().unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
-        &registry,
-        "kill/app:v1",
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
+    let (_layout, built) = push_busybox(&registry, "kill/app:v1");
     // The base layer stalls half-way, so the pull is mid-blob when killed.
     let proxy = FaultProxy::start(
         registry.addr(),
@@ -912,11 +760,7 @@ fn killed_pull_leaves_nothing_that_survives_the_next_start() {
     .unwrap();
     let root = tempfile::tempdir().unwrap();
     let image = format!("{}/kill/app:v1", proxy.addr());
-    let mut child = std::process::Command::new(integration_tests::executor_bin().unwrap())
-        .arg("--root")
-        .arg(root.path())
-        .args(["--log-level", "warn", "pull", &image])
-        .args(["--insecure-registry", proxy.addr()])
+    let mut child = executor_pull(root.path(), &image, proxy.addr())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -967,41 +811,28 @@ async fn token_protected_registry_gets_a_bearer_token() {
         ..RegistryConfig::default()
     })
     .unwrap();
-    let layout = tempfile::tempdir().unwrap();
-    let built = busybox_image(layout.path(), "v1", Compression::Gzip);
-    push_layout(
-        layout.path(),
-        "v1",
+    let (_layout, built) = push_busybox_as(
         &registry,
         "bearer/app:v1",
+        Compression::Gzip,
         ManifestFormat::Oci,
         Some("robot:t0k3n-pass"),
-    )
-    .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+    );
+    let (root, store) = empty_store();
     let reference = source(&format!("{}/bearer/app:v1", registry.addr()));
 
-    let empty = root.path().join("empty-auth.json");
-    std::fs::write(&empty, "{}").unwrap();
-    let mut opts = options(&registry);
-    opts.registry.auth_file = Some(empty);
-    let err = pull(&store, &reference, &opts).await.unwrap_err().chain();
+    let mut opts = options(registry.addr());
+    opts.registry.auth_file = Some(write_file(root.path(), "empty-auth.json", "{}"));
+    let err = pull_error(&store, &reference, &opts).await;
     assert!(err.contains("not authorized"), "{err}");
 
-    let auth_file = root.path().join("auth.json");
-    std::fs::write(
-        &auth_file,
-        format!(
-            r#"{{"auths":{{"{}":{{"username":"robot","password":"t0k3n-pass"}}}}}}"#,
-            registry.addr()
-        ),
-    )
-    .unwrap();
-    opts.registry.auth_file = Some(auth_file);
+    let auth_json = format!(
+        r#"{{"auths":{{"{}":{{"username":"robot","password":"t0k3n-pass"}}}}}}"#,
+        registry.addr()
+    );
+    opts.registry.auth_file = Some(write_file(root.path(), "auth.json", &auth_json));
     let issued_before = registry.token_server().unwrap().issued();
     let record = pull(&store, &reference, &opts).await.unwrap();
-    assert_eq!(record.manifest_digest.to_string(), built.digest);
-    assert_blobs_stored(&store, &record);
+    assert_pulled(&store, &record, &built);
     assert!(registry.token_server().unwrap().issued() > issued_before);
 }

@@ -13,7 +13,7 @@
 
 use integration_tests::{
     Compression, Entry, ImageSpec, LayerSpec, ManifestFormat, Registry, busybox_layer,
-    executor_bin, push_layout, verify_store, verify_store_after_crash, write_image,
+    executor_bin, noise, push_layout, verify_store, verify_store_after_crash, write_image,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,19 +21,6 @@ use std::time::{Duration, Instant};
 
 const NOISE_LAYERS: usize = 3;
 const NOISE_BYTES: usize = 4 << 20;
-
-/// Incompressible bytes (xorshift).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A small deterministic generator for kill points (xorshift64*).
 struct Rng(u64);
@@ -126,51 +113,48 @@ impl Fixture {
         ]
     }
 
+    /// `--context FILE --args FILE`: the runner inputs written by [`Fixture::new`].
+    fn input_args(&self) -> [String; 4] {
+        let input = |name: &str| self.inputs.path().join(name).display().to_string();
+        [
+            "--context".into(),
+            input("context.yaml"),
+            "--args".into(),
+            input("args.yaml"),
+        ]
+    }
+
     fn bundle_args(&mut self) -> Vec<String> {
         let output = self
             .inputs
             .path()
             .join(format!("bundle{}", self.bundles.len()));
         self.bundles.push(output.clone());
-        vec![
-            "bundle".into(),
-            self.reference.clone(),
-            "--context".into(),
-            self.inputs
-                .path()
-                .join("context.yaml")
-                .display()
-                .to_string(),
-            "--args".into(),
-            self.inputs.path().join("args.yaml").display().to_string(),
-            "--output".into(),
-            output.display().to_string(),
-        ]
+        let mut args = vec!["bundle".into(), self.reference.clone()];
+        args.extend(self.input_args());
+        args.extend(["--output".into(), output.display().to_string()]);
+        args
     }
 
     fn run_args(&self, runtime: &str, output: &Path) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "run".into(),
             self.reference.clone(),
             "--runtime".into(),
             runtime.into(),
             "--insecure-registry".into(),
             self.registry.addr().into(),
-            "--context".into(),
-            self.inputs
-                .path()
-                .join("context.yaml")
-                .display()
-                .to_string(),
-            "--args".into(),
-            self.inputs.path().join("args.yaml").display().to_string(),
+        ];
+        args.extend(self.input_args());
+        args.extend([
             "--output-dir".into(),
             output.display().to_string(),
             "--".into(),
             "/bin/sh".into(),
             "-c".into(),
             "echo started > /out/started; sleep 0.3; cat /etc/marker > /out/done".into(),
-        ]
+        ]);
+        args
     }
 
     /// The container IDs and container pids of the run directories present now.

@@ -4,9 +4,11 @@
 //! After each case the store holds no corrupt blob, no temp file and no record of a
 //! failed pull, and a later pull through the healed proxy succeeds.
 
+mod common;
+
+use common::{error_chain, pull_options};
 use executor::pull::{PullOptions, pull};
 use executor::reference::ImageSource;
-use executor::source::registry::RegistryOptions;
 use executor::store::Store;
 use integration_tests::{
     BuiltImage, Compression, Entry, Fault, FaultProxy, ImageSpec, LayerSpec, ManifestFormat,
@@ -58,29 +60,12 @@ fn fixture(repo: &str) -> Fixture {
     }
 }
 
+/// [`pull_options`] through `proxy`, with a short stall timeout for the stall faults.
 fn options(proxy: &FaultProxy) -> PullOptions {
     PullOptions {
-        registry: RegistryOptions {
-            insecure_registries: vec![proxy.addr().to_owned()],
-            ..RegistryOptions::default()
-        },
-        initial_backoff: Duration::from_millis(50),
-        retries: 2,
         stall_timeout: Duration::from_secs(2),
-        progress: false,
-        ..PullOptions::default()
+        ..pull_options(proxy.addr())
     }
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Where a fault goes.
@@ -189,7 +174,7 @@ async fn run_cases(repo: &str, target: Target, times: Times) -> (usize, usize) {
             }
             (Expect::Fails(cause), Err(e)) => {
                 failed += 1;
-                let text = chain(&e);
+                let text = error_chain(&e);
                 assert!(
                     !text.contains('\n'),
                     "{what}: error is not one line: {text}"
@@ -211,7 +196,7 @@ async fn run_cases(repo: &str, target: Target, times: Times) -> (usize, usize) {
                 );
             }
             (Expect::Fails(_), Ok(_)) => panic!("{what}: the pull succeeded"),
-            (_, Err(e)) => panic!("{what}: the pull failed: {}", chain(&e)),
+            (_, Err(e)) => panic!("{what}: the pull failed: {}", error_chain(&e)),
         }
         verify_store(root.path()).unwrap_or_else(|e| panic!("{what}: store inconsistent: {e:#}"));
 
@@ -226,7 +211,7 @@ async fn run_cases(repo: &str, target: Target, times: Times) -> (usize, usize) {
         };
         let record = pull(&store, &reference, &healthy)
             .await
-            .unwrap_or_else(|e| panic!("{what}: pull after healing failed: {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("{what}: pull after healing failed: {}", error_chain(&e)));
         assert_eq!(record.manifest_digest.to_string(), fx.host.digest, "{what}");
         assert_eq!(
             record.index_digest.map(|d| d.to_string()),

@@ -2,54 +2,18 @@
 //! clear "no space" error and leaves the store consistent: no temp file, no partial blob,
 //! no record, earlier images intact; after freeing space the same pull succeeds.
 
-use executor::pull::{PullOptions, pull};
+mod common;
+
+use common::{error_chain, pull_options};
+use executor::pull::pull;
 use executor::reference::ImageSource;
-use executor::source::registry::RegistryOptions;
 use executor::store::Store;
 use integration_tests::{
     Compression, Entry, ImageSpec, LayerSpec, ManifestFormat, Registry, Tmpfs, busybox_layer,
-    push_layout, verify_store, write_image,
+    noise, push_layout, verify_store, write_image,
 };
-use std::time::Duration;
 
 const MIB: u64 = 1024 * 1024;
-
-/// Incompressible bytes (xorshift), so that layer sizes are what they say.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn options(registry: &Registry) -> PullOptions {
-    PullOptions {
-        registry: RegistryOptions {
-            insecure_registries: vec![registry.addr().to_owned()],
-            ..RegistryOptions::default()
-        },
-        initial_backoff: Duration::from_millis(50),
-        retries: 2,
-        progress: false,
-        ..PullOptions::default()
-    }
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
 
 #[tokio::test]
 async fn a_pull_that_does_not_fit_fails_with_no_space_and_keeps_the_store_consistent() {
@@ -85,13 +49,13 @@ async fn a_pull_that_does_not_fit_fails_with_no_space_and_keeps_the_store_consis
     let tmpfs = Tmpfs::mount(3 * MIB).unwrap();
     let root = tmpfs.path().join("store");
     let store = Store::open(&root).unwrap();
-    let opts = options(&registry);
+    let opts = pull_options(registry.addr());
     let small_ref = ImageSource::parse(&format!("{}/space/app:small", registry.addr())).unwrap();
     let big_ref = ImageSource::parse(&format!("{}/space/app:big", registry.addr())).unwrap();
     let small_record = pull(&store, &small_ref, &opts).await.unwrap();
     let before = verify_store(&root).unwrap();
 
-    let err = chain(&pull(&store, &big_ref, &opts).await.unwrap_err());
+    let err = error_chain(&pull(&store, &big_ref, &opts).await.unwrap_err());
     eprintln!("library error: {err}");
     assert!(err.contains("no space left"), "{err}");
     assert!(err.contains(&big_ref.to_string()), "{err}");
