@@ -28,11 +28,13 @@ export CARGO_PROFILE_RELEASE_STRIP=symbols
 
 # With an explicit --target, RUSTFLAGS apply to the runner only, not to build
 # scripts, and the output lands apart from the ordinary target/ builds.
+# CARGO_TARGET_DIR is honoured (a relative one is taken from the workspace root).
 profile=${PROFILE:-release}
+target_dir=${CARGO_TARGET_DIR:-target}
 cargo build --locked --profile "$profile" --target "$target" -p argo-runner
 case $profile in
-    dev) binary=target/$target/debug/argo-runner ;;
-    *) binary=target/$target/$profile/argo-runner ;;
+    dev) binary=$target_dir/$target/debug/argo-runner ;;
+    *) binary=$target_dir/$target/$profile/argo-runner ;;
 esac
 
 # A dynamically linked binary would not start in an image without libc. (ldd
@@ -46,7 +48,7 @@ executor=${EXECUTOR:-}
 if [ -z "$executor" ]; then
     # A host build: without the runner's static-linking flags (proc-macros cannot link statically).
     env -u RUSTFLAGS cargo build --locked -p executor
-    executor=target/debug/executor
+    executor=$target_dir/debug/executor
 fi
 # kube's TLS client refuses to start without CA roots when the kubeconfig names no CA
 # (plain HTTP included): the image carries the host's bundle (Debian
