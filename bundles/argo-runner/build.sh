@@ -8,8 +8,13 @@
 # PROFILE=dev builds an unoptimised runner (quicker, for trying the recipe out);
 # the published image uses the default, release.
 #
+# CARGO_TARGET_DIR builds apart from the ordinary target/ (a release build does
+# not disturb the debug cache); EXECUTOR names an already built executor to pack
+# with (otherwise a debug one is built).
+#
 # The runner is linked statically (glibc with crt-static), so the image holds
-# nothing but /argo-runner. Push it with skopeo, for example:
+# nothing but /argo-runner and the host's CA bundle. Push it with skopeo, for
+# example (skopeo keeps the OCI manifest, so the pushed digest is the printed one):
 #   skopeo copy --dest-tls-verify=false oci:LAYOUT_DIR:TAG docker://127.0.0.1:5000/argo-runner:TAG
 set -euo pipefail
 
@@ -22,6 +27,12 @@ cd "$root"
 # Reproducibility: a fixed timestamp for the image (the commit's time), no
 # build paths in the binary, no symbols.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+# The time is the commit's, not the work tree's: uncommitted changes would make
+# an image that carries a released commit's time but not its sources.
+if git rev-parse --verify --quiet HEAD >/dev/null 2>&1 && ! git diff --quiet HEAD --; then
+    echo "build.sh: warning: uncommitted changes; the image is not that of commit $(git rev-parse --short HEAD)" >&2
+fi
+echo "build.sh: SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, $(rustc --version)" >&2
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 export RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$root=/src --remap-path-prefix=$cargo_home=/cargo"
 export CARGO_PROFILE_RELEASE_STRIP=symbols
