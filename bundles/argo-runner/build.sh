@@ -8,8 +8,13 @@
 # PROFILE=dev builds an unoptimised runner (quicker, for trying the recipe out);
 # the published image uses the default, release.
 #
+# CARGO_TARGET_DIR builds apart from the ordinary target/ (a release build does
+# not disturb the debug cache); EXECUTOR names an already built executor to pack
+# with (otherwise a debug one is built).
+#
 # The runner is linked statically (glibc with crt-static), so the image holds
-# nothing but /argo-runner. Push it with skopeo, for example:
+# nothing but /argo-runner and the host's CA bundle. Push it with skopeo, for
+# example (skopeo keeps the OCI manifest, so the pushed digest is the printed one):
 #   skopeo copy --dest-tls-verify=false oci:LAYOUT_DIR:TAG docker://127.0.0.1:5000/argo-runner:TAG
 set -euo pipefail
 
@@ -22,17 +27,25 @@ cd "$root"
 # Reproducibility: a fixed timestamp for the image (the commit's time), no
 # build paths in the binary, no symbols.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+# The time is the commit's, not the work tree's: uncommitted changes would make
+# an image that carries a released commit's time but not its sources.
+if git rev-parse --verify --quiet HEAD >/dev/null 2>&1 && ! git diff --quiet HEAD --; then
+    echo "build.sh: warning: uncommitted changes; the image is not that of commit $(git rev-parse --short HEAD)" >&2
+fi
+echo "build.sh: SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, $(rustc --version)" >&2
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 export RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$root=/src --remap-path-prefix=$cargo_home=/cargo"
 export CARGO_PROFILE_RELEASE_STRIP=symbols
 
 # With an explicit --target, RUSTFLAGS apply to the runner only, not to build
 # scripts, and the output lands apart from the ordinary target/ builds.
+# CARGO_TARGET_DIR is honoured (a relative one is taken from the workspace root).
 profile=${PROFILE:-release}
+target_dir=${CARGO_TARGET_DIR:-target}
 cargo build --locked --profile "$profile" --target "$target" -p argo-runner
 case $profile in
-    dev) binary=target/$target/debug/argo-runner ;;
-    *) binary=target/$target/$profile/argo-runner ;;
+    dev) binary=$target_dir/$target/debug/argo-runner ;;
+    *) binary=$target_dir/$target/$profile/argo-runner ;;
 esac
 
 # A dynamically linked binary would not start in an image without libc. (ldd
@@ -46,7 +59,7 @@ executor=${EXECUTOR:-}
 if [ -z "$executor" ]; then
     # A host build: without the runner's static-linking flags (proc-macros cannot link statically).
     env -u RUSTFLAGS cargo build --locked -p executor
-    executor=target/debug/executor
+    executor=$target_dir/debug/executor
 fi
 # kube's TLS client refuses to start without CA roots when the kubeconfig names no CA
 # (plain HTTP included): the image carries the host's bundle (Debian

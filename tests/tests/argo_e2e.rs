@@ -8,6 +8,10 @@
 //! Workflow runs) and to `RUNNER_STATUS_PATH`, which the executor forwards in the
 //! outcome (`--status-reporter file:...` here, and the executor's own
 //! `--status-reporter k8s-secret`, which replaces it with the outcome at the end).
+//!
+//! By default the image holds the debug `argo-runner` of this build; with
+//! `ARGO_E2E_LAYOUT=DIR:TAG` the tests run the image that
+//! `bundles/argo-runner/build.sh DIR TAG` built (the published, static one).
 
 use integration_tests::{ManifestFormat, Registry, executor_bin, push_layout};
 use kube_fake::{FakeApiServer, Resource};
@@ -65,6 +69,33 @@ fn scratch() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// Packs the debug `argo-runner` (dynamically linked: `--add-binary` brings its
+/// libraries) into a layout under `work`, tagged `e2e`.
+fn pack_debug_runner(work: &Path) -> PathBuf {
+    let layout = work.join("layout");
+    let packed = Command::new(executor_bin().unwrap())
+        .args([
+            "pack",
+            "--tag",
+            "e2e",
+            "--entrypoint",
+            "/argo-runner",
+            "--layout",
+        ])
+        .arg(&layout)
+        .arg("--add-binary")
+        .arg(format!("{}:/argo-runner", argo_runner_bin().display()))
+        // As bundles/argo-runner/build.sh does: kube's TLS client needs CA roots.
+        .args([
+            "--add",
+            "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt",
+        ])
+        .output()
+        .unwrap();
+    assert!(packed.status.success(), "executor pack: {packed:?}");
+    layout
+}
+
 /// Everything one test runs against: a registry holding the packed runner image,
 /// the fake API server, an executor root and the runner's inputs.
 struct Setup {
@@ -80,31 +111,17 @@ impl Setup {
     async fn new() -> Setup {
         let registry = Registry::start().unwrap();
         let work = scratch();
-        let layout = work.path().join("layout");
-        // The debug binary is dynamically linked: --add-binary brings its libraries.
-        let packed = Command::new(executor_bin().unwrap())
-            .args([
-                "pack",
-                "--tag",
-                "e2e",
-                "--entrypoint",
-                "/argo-runner",
-                "--layout",
-            ])
-            .arg(&layout)
-            .arg("--add-binary")
-            .arg(format!("{}:/argo-runner", argo_runner_bin().display()))
-            // As bundles/argo-runner/build.sh does: kube's TLS client needs CA roots.
-            .args([
-                "--add",
-                "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt",
-            ])
-            .output()
-            .unwrap();
-        assert!(packed.status.success(), "executor pack: {packed:?}");
+        let (layout, tag) = match std::env::var("ARGO_E2E_LAYOUT") {
+            // The published image (bundles/argo-runner/build.sh), as `DIR:TAG`.
+            Ok(given) => {
+                let (dir, tag) = given.rsplit_once(':').expect("ARGO_E2E_LAYOUT is DIR:TAG");
+                (PathBuf::from(dir), tag.to_owned())
+            }
+            Err(_) => (pack_debug_runner(work.path()), "e2e".to_owned()),
+        };
         push_layout(
             &layout,
-            "e2e",
+            &tag,
             &registry,
             "runners/argo-runner:e2e",
             ManifestFormat::Oci,
