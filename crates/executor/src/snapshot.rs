@@ -10,11 +10,14 @@
 //! Why diffs stacked by overlayfs rather than one flattened directory per chain: flattening
 //! copies every lower layer into every chain (disk and time grow with the square of the layer
 //! count), while diffs are written once and mounted as a stack, the way containerd's and
-//! Docker's overlay drivers do. Layer N is unpacked into the merged view of an overlay mount
+//! Docker's overlay drivers do. Layer N is unpacked straight into its own snapshot directory,
+//! whiteouts written in overlayfs format by the unpacker, as containerd's overlay snapshotter
+//! does ([`unpack::unpack_layer_over`]). Where that could differ from what the kernel would
+//! make — an entry under a directory the layer does not list but a lower layer has (a
+//! symlinked merged-`/usr` directory, a parent whose metadata overlayfs would copy up), a hard
+//! link to a lower file — the layer is unpacked again into the merged view of an overlay mount
 //! (lowers = snapshots 0..N-1, upper = the new snapshot), so paths resolve against everything
-//! below (a later layer can write through a symlinked directory of an earlier one, hard links
-//! can point at lower files) and deletions become overlayfs whiteouts in the upper directory
-//! by the kernel itself.
+//! below and deletions become whiteouts by the kernel itself.
 //!
 //! Where overlayfs cannot be mounted (not root, the cache on overlayfs itself), snapshots
 //! are flattened instead (`snapshots/flat/<chain-id>`): the parent chain's tree copied and the
@@ -455,6 +458,9 @@ impl Snapshotter {
         lowers: &[PathBuf],
         dest: &Path,
     ) -> Result<(), SnapshotError> {
+        if !lowers.is_empty() && self.unpack_direct(layer, lowers, dest)? {
+            return Ok(());
+        }
         let work = self.temp_dir()?;
         let upper = work.path().join("upper");
         create_dir_mode(&upper, 0o755)?;
@@ -479,6 +485,42 @@ impl Snapshotter {
         })?;
         work.close()
             .map_err(io_err("remove temp directory", &self.root))
+    }
+
+    /// Unpacks a layer straight into its snapshot directory, writing overlayfs whiteouts
+    /// itself, without the overlay mount (and its copy-ups) of [`Snapshotter::unpack_one`]'s
+    /// slow path. Returns false, leaving nothing behind, where that could give a different
+    /// tree than the mount would (see [`unpack::unpack_layer_over`]): the caller then takes
+    /// the slow path, which also reports a malformed layer's real error. Errors no retry can
+    /// fix (limits, unreadable blob) and diff ID mismatches are returned as they are.
+    fn unpack_direct(
+        &self,
+        layer: &LayerBlob,
+        lowers: &[PathBuf],
+        dest: &Path,
+    ) -> Result<bool, SnapshotError> {
+        let work = self.temp_dir()?;
+        let upper = work.path().join("upper");
+        create_dir_mode(&upper, 0o755)?;
+        let result =
+            unpack::unpack_layer_over(&layer.path, &layer.media_type, &upper, lowers, &self.unpack);
+        let result = match result {
+            Err(error @ (UnpackError::Invalid { .. } | UnpackError::Apply { .. })) => {
+                tracing::debug!(
+                    layer = %layer.digest,
+                    error = %error,
+                    "layer needs an overlay mount to unpack"
+                );
+                work.close()
+                    .map_err(io_err("remove temp directory", &self.root))?;
+                return Ok(false);
+            }
+            other => other,
+        };
+        self.commit(layer, &upper, dest, |_| Ok(result))?;
+        work.close()
+            .map_err(io_err("remove temp directory", &self.root))?;
+        Ok(true)
     }
 
     /// Runs `unpack` into `tree`, checks the diff ID and renames `tree` to `dest`.

@@ -10,10 +10,13 @@
 //! with `*at` syscalls relative to an already-resolved parent directory and never followed, so
 //! no entry can create, replace or modify a file outside the destination.
 //!
-//! Whiteouts (`.wh.NAME`, `.wh..wh..opq`) are applied by deleting from the destination, which is
-//! either an empty directory (the first layer) or the merged view of an overlay mount whose lower
-//! directories are the previous layers (see [`crate::snapshot`]): there the kernel turns each
-//! deletion into an overlayfs whiteout in the new layer's upper directory. As the OCI image spec
+//! Whiteouts (`.wh.NAME`, `.wh..wh..opq`) are applied in one of two ways. [`unpack_layer`]
+//! deletes from the destination, which is either an empty directory (the first layer) or the
+//! merged view of an overlay mount whose lower directories are the previous layers (see
+//! [`crate::snapshot`]): there the kernel turns each deletion into an overlayfs whiteout in the
+//! new layer's upper directory. [`unpack_layer_over`] writes into the upper directory itself and
+//! makes the whiteouts (0/0 character devices, `trusted.overlay.opaque`) on its own, giving up
+//! where only the merged view would resolve a path the same way. As the OCI image spec
 //! requires, whiteouts only hide content of lower layers, never entries of the same layer.
 
 use nix::errno::Errno;
@@ -188,11 +191,54 @@ pub fn unpack_layer(
     unpack_stream(file, compression, dest, opts)
 }
 
+/// Unpacks a layer straight into `upper`, an empty directory that becomes its overlayfs diff
+/// over the snapshot directories `lowers` (bottom first), without mounting anything: whiteouts
+/// become 0/0 character devices and opaque whiteouts `trusted.overlay.opaque=y`, as the
+/// kernel would have written them (this is how containerd's overlay snapshotter applies
+/// layers). Needs root (mknod, trusted xattrs).
+///
+/// Caveat: it gives up with an error wherever the result could differ from unpacking into the
+/// merged view of an overlay mount — a parent directory this layer does not list but a lower
+/// layer has (its metadata or a symlink there would matter), a hard link to a lower file, an
+/// entry that replaces a whiteout of the same layer — and on any other failure: the caller
+/// then unpacks the layer again through an overlay mount ([`unpack_layer`] into the merged
+/// view), which also reports the real error of a malformed layer.
+pub fn unpack_layer_over(
+    blob: &Path,
+    media_type: &MediaType,
+    upper: &Path,
+    lowers: &[PathBuf],
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
+    let compression = Compression::from_media_type(media_type)?;
+    let file = File::open(blob).map_err(|source| UnpackError::OpenBlob {
+        path: blob.to_owned(),
+        source,
+    })?;
+    // Top first: the first lower that has a path is the one overlayfs would show.
+    let lowers = lowers
+        .iter()
+        .rev()
+        .map(|l| open_root(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    unpack_stream_with(file, compression, upper, lowers, opts)
+}
+
 /// Unpacks a layer read from `reader` into the existing directory `dest`; see [`unpack_layer`].
 pub fn unpack_stream<R: Read>(
     reader: R,
     compression: Compression,
     dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
+    unpack_stream_with(reader, compression, dest, Vec::new(), opts)
+}
+
+fn unpack_stream_with<R: Read>(
+    reader: R,
+    compression: Compression,
+    dest: &Path,
+    lowers: Vec<OwnedFd>,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, UnpackError> {
     let root = open_root(dest)?;
@@ -212,6 +258,7 @@ pub fn unpack_stream<R: Read>(
     };
     let mut archive = tar::Archive::new(BufReader::with_capacity(BUF_SIZE, hashing));
     let mut unpacker = Unpacker::new(root, opts.path_walk);
+    unpacker.lowers = lowers;
     let result = unpacker.apply_all(&mut archive, opts);
     let mut rest = archive.into_inner();
     let result = result.and_then(|entries| {
@@ -338,6 +385,9 @@ pub(crate) struct Unpacker {
     walk: bool,
     buf: Vec<u8>,
     warned_devices: bool,
+    /// Non-empty when unpacking straight into an overlayfs upper directory: the lower
+    /// snapshot roots, top first (see [`unpack_layer_over`]).
+    lowers: Vec<OwnedFd>,
 }
 
 impl Unpacker {
@@ -352,6 +402,7 @@ impl Unpacker {
             walk,
             buf: vec![0; BUF_SIZE],
             warned_devices: false,
+            lowers: Vec::new(),
         }
     }
 
@@ -483,6 +534,7 @@ impl Unpacker {
             dir: parent_fd.as_fd(),
             name: os(name),
             entry: &name_for_errors,
+            over_lowers: !self.lowers.is_empty(),
         };
 
         match kind {
@@ -524,6 +576,14 @@ impl Unpacker {
                 let tdir =
                     resolve::open_in_root(self.root.as_fd(), tparent, OFlag::O_PATH, self.walk)
                         .map_err(|e| apply_err(&name_for_errors, "find hard link target", e))?;
+                // Over lowers, a whiteout of this layer must not be linked as if it were the
+                // target (through an overlay mount the link fails: the target is gone).
+                if ctx.over_lowers
+                    && fstatat(&tdir, os(tname), AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| is_whiteout(&st))
+                {
+                    return Err(err("hard link to a whited-out file"));
+                }
                 ctx.replace_with(
                     || linkat(&tdir, os(tname), ctx.dir, ctx.name, AtFlags::empty()),
                     "create hard link",
@@ -633,6 +693,15 @@ impl Unpacker {
             Err(Errno::ENOENT) if !path.is_empty() => {
                 let (parent, name) = split_parent(path);
                 let pfd = self.ensure_dir_path(parent, entry)?;
+                if self.in_lowers(path) {
+                    return Err(UnpackError::Invalid {
+                        entry: entry.to_owned(),
+                        reason: format!(
+                            "parent {} is only in a lower layer",
+                            String::from_utf8_lossy(path)
+                        ),
+                    });
+                }
                 match mkdirat(&pfd, os(name), Mode::from_bits_truncate(0o755)) {
                     Ok(()) => {
                         self.mark_touched(path);
@@ -659,6 +728,34 @@ impl Unpacker {
                 ),
             }),
         }
+    }
+
+    /// Whether any lower snapshot has something at `path` (always false when not unpacking
+    /// over lowers). Conservative: an error other than "not there" counts as present. The
+    /// lookup may follow a lower layer's symlinks (even out of it): that can only make it
+    /// answer "present", which sends the layer through an overlay mount, never write anything.
+    fn in_lowers(&self, path: &[u8]) -> bool {
+        if path.is_empty() {
+            return !self.lowers.is_empty();
+        }
+        self.lowers.iter().any(|lower| {
+            !matches!(
+                fstatat(lower, os(path), AtFlags::AT_SYMLINK_NOFOLLOW),
+                Err(Errno::ENOENT | Errno::ENOTDIR)
+            )
+        })
+    }
+
+    /// Parent of a whiteout missing from this layer's tree: nothing to hide if no lower layer
+    /// has it either, else the layer needs an overlay mount (the parent's metadata).
+    fn missing_whiteout_parent(&self, parent: &[u8], entry: &str) -> Result<(), UnpackError> {
+        if self.in_lowers(parent) {
+            return Err(UnpackError::Invalid {
+                entry: entry.to_owned(),
+                reason: "whiteout in a directory only a lower layer has".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     fn mark_touched(&mut self, path: &[u8]) {
@@ -691,9 +788,25 @@ impl Unpacker {
             self.walk,
         ) {
             Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) if !self.lowers.is_empty() => {
+                return self.missing_whiteout_parent(parent, entry);
+            }
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
             Err(e) => return Err(apply_err(entry, "open whiteout directory", e)),
         };
+        if !self.lowers.is_empty() {
+            // What overlayfs writes for a deleted lower entry: a 0/0 character device.
+            return match mknodat(&dir, os(target), SFlag::S_IFCHR, Mode::empty(), 0) {
+                Ok(()) => Ok(()),
+                Err(Errno::EEXIST)
+                    if fstatat(&dir, os(target), AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| is_whiteout(&st)) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(apply_err(entry, "create whiteout", e)),
+            };
+        }
         remove_all(dir.as_fd(), os(target)).map_err(|e| apply_err(entry, "apply whiteout", e))
     }
 
@@ -707,9 +820,31 @@ impl Unpacker {
             self.walk,
         ) {
             Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) if !self.lowers.is_empty() => {
+                return self.missing_whiteout_parent(dir_path, entry);
+            }
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
             Err(e) => return Err(apply_err(entry, "open opaque directory", e)),
         };
+        if !self.lowers.is_empty() {
+            // Hides every lower layer's content of the directory, at any depth, while what
+            // this layer put there stays: the same as clearing the untouched entries below.
+            // SAFETY: the fd is open, name and value are NUL-free literals passed with their
+            // lengths.
+            let rc = unsafe {
+                libc::fsetxattr(
+                    dir.as_raw_fd(),
+                    c"trusted.overlay.opaque".as_ptr(),
+                    b"y".as_ptr().cast(),
+                    1,
+                    0,
+                )
+            };
+            if rc != 0 {
+                return Err(apply_err(entry, "mark directory opaque", Errno::last()));
+            }
+            return Ok(());
+        }
         self.clear_untouched(dir, dir_path)
             .map_err(|e| apply_err(entry, "apply opaque whiteout", e))
     }
@@ -831,6 +966,8 @@ struct EntryCtx<'a> {
     dir: std::os::fd::BorrowedFd<'a>,
     name: &'a OsStr,
     entry: &'a str,
+    /// Unpacking straight into an upper directory (see [`unpack_layer_over`]).
+    over_lowers: bool,
 }
 
 impl EntryCtx<'_> {
@@ -889,6 +1026,17 @@ impl EntryCtx<'_> {
     }
 
     fn remove_existing(&self) -> Result<(), UnpackError> {
+        // Over lowers, replacing a whiteout of this layer by a directory would merge in the
+        // lower directory it was meant to hide: leave that to an overlay mount.
+        if self.over_lowers
+            && fstatat(self.dir, self.name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| is_whiteout(&st))
+        {
+            return Err(UnpackError::Invalid {
+                entry: self.entry.to_owned(),
+                reason: "replaces a whiteout of the same layer".to_owned(),
+            });
+        }
         remove_all(self.dir, self.name)
             .map_err(|e| apply_err(self.entry, "replace existing entry", e))
     }
@@ -896,6 +1044,11 @@ impl EntryCtx<'_> {
 
 fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+/// An overlayfs whiteout: a character device with device number 0/0.
+fn is_whiteout(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && st.st_rdev == 0
 }
 
 /// Removes `name` in `dir` and, if it is a directory, everything below it, without following
