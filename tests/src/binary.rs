@@ -1,4 +1,4 @@
-//! The `executor` binary under test.
+//! The workspace binaries under test (`executor`, `argo-runner`).
 //!
 //! Cargo only hands a package's tests the paths of that package's own binaries, so this
 //! harness builds `executor` itself (once per test process, with the `cargo` that runs
@@ -13,12 +13,23 @@ use std::sync::OnceLock;
 pub fn executor_bin() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
-        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| build("executor", "executor").map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(anyhow::Error::msg)
 }
 
-fn build() -> Result<PathBuf> {
+/// Path of a freshly built `target/<profile>/argo-runner`.
+pub fn argo_runner_bin() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build("argo-runner", "argo-runner").map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Builds binary `bin` of workspace package `package` in the profile the tests run in,
+/// always (a no-op when it is up to date): a binary merely present may be stale.
+fn build(package: &str, bin: &str) -> Result<PathBuf> {
     // target/<profile>/deps/<test binary>
     let exe = std::env::current_exe().context("locating the test binary")?;
     let profile_dir = exe
@@ -28,17 +39,17 @@ fn build() -> Result<PathBuf> {
         .to_owned();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
-    command.args(["build", "--quiet", "-p", "executor", "--bin", "executor"]);
+    command.args(["build", "--quiet", "-p", package, "--bin", bin]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         command.arg("--release");
     }
     let status = command.status().context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build -p executor failed with {status}");
+        bail!("cargo build -p {package} failed with {status}");
     }
-    let bin = profile_dir.join("executor");
-    if !bin.is_file() {
-        bail!("{} not found after building", bin.display());
+    let path = profile_dir.join(bin);
+    if !path.is_file() {
+        bail!("{} not found after building", path.display());
     }
-    Ok(bin)
+    Ok(path)
 }

@@ -9,7 +9,7 @@ pub mod registry;
 pub mod tmpfs;
 pub mod token;
 
-pub use binary::executor_bin;
+pub use binary::{argo_runner_bin, executor_bin};
 pub use check::{StoreReport, verify_store, verify_store_after_crash};
 pub use image::{
     BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, noise, write_image,

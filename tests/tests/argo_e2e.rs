@@ -13,12 +13,11 @@
 //! `ARGO_E2E_LAYOUT=DIR:TAG` the tests run the image that
 //! `bundles/argo-runner/build.sh DIR TAG` built (the published, static one).
 
-use integration_tests::{ManifestFormat, Registry, executor_bin, push_layout};
+use integration_tests::{ManifestFormat, Registry, argo_runner_bin, executor_bin, push_layout};
 use kube_fake::{FakeApiServer, Resource};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 const NS: &str = "capact-e2e";
@@ -26,40 +25,6 @@ const SERVICE_ACCOUNT: &str = "e2e-runner-sa";
 const OWNER_UID: &str = "6f1b1d9e-7c55-4b3a-9d8e-0a1b2c3d4e5f";
 /// Generous: a loaded 2-core machine pulls, unpacks and starts a 25 MB binary.
 const PATIENCE: Duration = Duration::from_secs(180);
-
-/// `target/<profile>/argo-runner`, built if `cargo test --workspace` did not build it.
-fn argo_runner_bin() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .ok_or("test binary is not in target/<profile>/deps")?;
-            let bin = profile_dir.join("argo-runner");
-            if !bin.is_file() {
-                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-                let status = Command::new(cargo)
-                    .args([
-                        "build",
-                        "--quiet",
-                        "-p",
-                        "argo-runner",
-                        "--bin",
-                        "argo-runner",
-                    ])
-                    .status()
-                    .map_err(|e| e.to_string())?;
-                if !status.success() || !bin.is_file() {
-                    return Err(format!("cargo build -p argo-runner failed: {status}"));
-                }
-            }
-            Ok(bin)
-        })
-        .clone()
-        .expect("argo-runner binary")
-}
 
 /// A scratch directory on the tmpfs (creating files on `/` is slow here).
 fn scratch() -> tempfile::TempDir {
@@ -84,7 +49,10 @@ fn pack_debug_runner(work: &Path) -> PathBuf {
         ])
         .arg(&layout)
         .arg("--add-binary")
-        .arg(format!("{}:/argo-runner", argo_runner_bin().display()))
+        .arg(format!(
+            "{}:/argo-runner",
+            argo_runner_bin().expect("argo-runner binary").display()
+        ))
         // As bundles/argo-runner/build.sh does: kube's TLS client needs CA roots.
         .args([
             "--add",
