@@ -93,6 +93,19 @@ pub fn ensure_sealed(scratch: &Path) -> Result<(), EmbeddedError> {
     reexec(&view)
 }
 
+/// Opens `exe` (the executor binary) as [`ensure_sealed`] would re-execute it:
+/// through a detached read-only bind mount, or as is when it already lies on a
+/// read-only mount. The executor spawns `executor runtime run` from this file
+/// (`/proc/self/fd/N`), so that the runtime starts protected and skips its own
+/// re-exec. Needs `CAP_SYS_ADMIN`; `scratch` as for [`ensure_sealed`].
+pub fn read_only_binary(exe: &Path, scratch: &Path) -> Result<std::fs::File, EmbeddedError> {
+    let file = std::fs::File::open(exe).map_err(seal("open the executor binary"))?;
+    if is_read_only(&file) {
+        return Ok(file);
+    }
+    read_only_view(&file, scratch)
+}
+
 fn seal(step: &'static str) -> impl FnOnce(std::io::Error) -> EmbeddedError {
     move |source| EmbeddedError::Seal { step, source }
 }
