@@ -48,6 +48,10 @@ if [ -z "$executor" ]; then
     env -u RUSTFLAGS cargo build --locked -p executor
     executor=target/debug/executor
 fi
+# kube's TLS client refuses to start without CA roots when the kubeconfig names no CA
+# (plain HTTP included): the image carries the host's bundle (Debian
+# ca-certificates; the digest follows that package's version).
 "$executor" pack --layout "$layout" --tag "$tag" \
     --add "$binary:/argo-runner" \
+    --add /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt \
     --entrypoint /argo-runner

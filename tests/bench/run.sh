@@ -5,7 +5,7 @@
 # alone. See BENCHMARKS.md for what it measures and the results.
 #
 # Usage (as root, after the README's set-up):  tests/bench/run.sh
-# Knobs (environment): ROUNDS (warm rounds, 10), COLD_ROUNDS (3), BIG_MB (200),
+# Knobs (environment): ROUNDS (warm, unpack and pull rounds, 10), COLD_ROUNDS (5), BIG_MB (200),
 # SMALL_FILES (20000), CONCURRENT (16), BENCH_DIR (/dev/shm/executor-bench),
 # CASES ("1 2 3 4 6": which cases to run; 5 comes with 2), KEEP=1 keeps BENCH_DIR.
 #
@@ -14,7 +14,7 @@
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-10}
-COLD_ROUNDS=${COLD_ROUNDS:-3}
+COLD_ROUNDS=${COLD_ROUNDS:-5}
 BIG_MB=${BIG_MB:-200}
 SMALL_FILES=${SMALL_FILES:-20000}
 CONCURRENT=${CONCURRENT:-16}
@@ -30,6 +30,7 @@ log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (runc, overlayfs, podman)"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- set-up
 install_deps() {
@@ -200,11 +201,17 @@ interleave() {
 
 ratio() { awk -v a="${MED[$1]}" -v b="${MED[$2]}" 'BEGIN {printf "%.2f", a/b}'; }
 
+CTX=$W/context.yaml ARGS=$W/args.yaml
+printf 'name: bench\ndryRun: false\ntimeout: 0s\nplatform:\n  namespace: default\n  serviceAccountName: default\n  ownerRef: {apiVersion: v1, kind: Pod, name: x, uid: "1", controller: true, blockOwnerDeletion: true}\n' >"$CTX"
+echo '{}' >"$ARGS"
+RUN_ARGS=(--network none --context "$CTX" --args "$ARGS")
+
 # Does this build's `executor run` take an image? (It arrived with the run issue.)
 RUN_IMAGES=0
 if "$EXE" --root "$W/probe" run --help 2>/dev/null | grep -q -- '--pull'; then
     mkdir -p "$W/probe"
     if "$EXE" --root "$W/probe" run "oci-layout:$W/images:small" --runtime runc --network none \
+        --context "$CTX" --args "$ARGS" \
         >/dev/null 2>"$W/probe.err"; then
         RUN_IMAGES=1
     fi
@@ -212,9 +219,6 @@ if "$EXE" --root "$W/probe" run --help 2>/dev/null | grep -q -- '--pull'; then
 fi
 [ $RUN_IMAGES = 1 ] || log "this build's 'executor run' cannot run images: warm 'executor run' cases skipped, cold cases use pull+bundle+runc"
 
-CTX=$W/context.yaml ARGS=$W/args.yaml
-printf 'name: bench\ndryRun: false\ntimeout: 0s\nplatform:\n  namespace: default\n  serviceAccountName: default\n  ownerRef: {apiVersion: v1, kind: Pod, name: x, uid: "1", controller: true, blockOwnerDeletion: true}\n' >"$CTX"
-echo '{}' >"$ARGS"
 
 # ---------------------------------------------------------------- case 1: warm start
 if want 1; then
@@ -227,12 +231,19 @@ bench_runc() { runc --root "$W/runc" run --bundle "$W/warm-bundle" "warm-$1"; }
 bench_podman() {
     "${PODMAN[@]}" run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "$SMALL_IMG"
 }
-bench_exec_embedded() { "$EXE" --root "$WR" run "$SMALL_IMG" --pull never --network none; }
-bench_exec_runc() { "$EXE" --root "$WR" run "$SMALL_IMG" --pull never --network none --runtime runc; }
+bench_exec_embedded() { "$EXE" --root "$WR" run "$SMALL_IMG" --pull never "${RUN_ARGS[@]}"; }
+bench_exec_runc() { "$EXE" --root "$WR" run "$SMALL_IMG" --pull never "${RUN_ARGS[@]}" --runtime runc; }
+# Without `executor run`: what the executor adds to a warm start, measured with its CLI:
+# bundle an already unpacked image (overlay mount, config.json, inputs), runc run, clean up.
+bench_bundle_runc() {
+    "$EXE" --root "$WR" --log-level warn bundle "$SMALL_IMG" --context "$CTX" --args "$ARGS" -o "$W/wb-$1" &&
+        runc --root "$W/runc" run --bundle "$W/wb-$1" "wb-$1" &&
+        umount "$W/wb-$1/rootfs" && rm -rf "$W/wb-$1"
+}
 if [ $RUN_IMAGES = 1 ]; then
     interleave "$ROUNDS" runc exec_embedded exec_runc podman
 else
-    interleave "$ROUNDS" runc podman
+    interleave "$ROUNDS" runc bundle_runc podman
 fi
 fi
 
@@ -243,7 +254,7 @@ prep_cold_exec() { rm -rf "$W/cold-root"; }
 if [ $RUN_IMAGES = 1 ]; then
     bench_cold_exec() {
         /usr/bin/time -f '%M' -o "$W/rss.$1" \
-            "$EXE" --root "$W/cold-root" run "$LARGE_IMG" --network none --runtime runc
+            "$EXE" --root "$W/cold-root" run "$LARGE_IMG" "${RUN_ARGS[@]}" --runtime runc
     }
 else
     bench_cold_exec() {
@@ -274,7 +285,7 @@ fi
 
 # ---------------------------------------------------------------- case 3: unpack alone
 if want 3; then
-log "case 3: unpack alone vs tar -xzf (${COLD_ROUNDS} rounds, each layer of the large image)"
+log "case 3: unpack alone vs tar -xzf (${ROUNDS} rounds, each layer of the large image)"
 prep_unpack_exec() { rm -rf "$W/un"; mkdir -p "$W/un"; }
 bench_unpack_exec() {
     for l in base big small; do "$UNPACK" "$W/images/$l.tar.gz" "$W/un/$l"; done
@@ -283,13 +294,13 @@ prep_unpack_tar() { rm -rf "$W/ut"; mkdir -p "$W/ut"/{base,big,small}; }
 bench_unpack_tar() {
     for l in base big small; do tar --same-owner -p -xzf "$W/images/$l.tar.gz" -C "$W/ut/$l"; done
 }
-interleave "$COLD_ROUNDS" unpack_exec unpack_tar
+interleave "$ROUNDS" unpack_exec unpack_tar
 rm -rf "$W/un" "$W/ut"
 fi
 
 # ---------------------------------------------------------------- case 4: pull alone
 if want 4; then
-log "case 4: pull alone vs parallel curl of the same blobs (${COLD_ROUNDS} rounds)"
+log "case 4: pull alone vs parallel curl of the same blobs (${ROUNDS} rounds)"
 BLOBS=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://$REG/v2/bench/large/manifests/v1" | jq -r '.config.digest, .layers[].digest')
 prep_pull_exec() { rm -rf "$W/pull-root"; }
@@ -303,7 +314,7 @@ bench_pull_curl() {
     done
     for p in "${pids[@]}"; do wait "$p"; done
 }
-interleave "$COLD_ROUNDS" pull_exec pull_curl
+interleave "$ROUNDS" pull_exec pull_curl
 rm -rf "$W/pull-root" "$W/curl"
 fi
 
@@ -315,7 +326,7 @@ rm -rf "$W/conc-root"
 cp "$W/registry/log" "$W/registry/log.before"
 one_conc() {
     if [ $RUN_IMAGES = 1 ]; then
-        "$EXE" --root "$W/conc-root" run "$LARGE_IMG" --network none --runtime runc
+        "$EXE" --root "$W/conc-root" run "$LARGE_IMG" "${RUN_ARGS[@]}" --runtime runc
     else
         "$EXE" --root "$W/conc-root" pull "$LARGE_IMG" &&
             "$EXE" --root "$W/conc-root" bundle "$LARGE_IMG" --context "$CTX" --args "$ARGS" -o "$W/conc-bundle-$1" &&
@@ -348,6 +359,7 @@ met() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {print ((op == "<=" ? v <= t :
 echo
 echo "Benchmarks on $(uname -r), $(nproc) cores, file system: $(df -T "$W" | awk 'NR==2 {print $2}') at $W"
 echo "executor $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null), release build; medians of interleaved rounds"
+echo "load average at the start: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other users of the machine add noise)"
 echo
 row "case" "ratio" "target" "met"
 row "---" "---" "---" "---"
@@ -357,6 +369,7 @@ if want 1 && [ $RUN_IMAGES = 1 ]; then
     r=$(ratio exec_embedded podman); row "1 warm: executor run (embedded) / podman run" "$r" "<= 0.25" "$(met "$r" "<=" 0.25)"
 elif want 1; then
     row "1 warm: executor run (needs the run issue)" "n/a" "<= 1.25 runc" "n/a"
+    r=$(ratio bundle_runc runc); row "1 warm proxy: executor bundle + runc run / runc run" "$r" "(<= 1.25)" "$(met "$r" "<=" 1.25)"
     r=$(ratio runc podman); row "1 warm: runc run of a bundle / podman run (reference)" "$r" "(no target)" "-"
 fi
 if want 2; then

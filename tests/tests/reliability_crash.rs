@@ -1,10 +1,13 @@
-//! Crashes: `kill -9` of the executor at random points of `pull` and of `bundle` (which
-//! unpacks layers into snapshots). After each kill the store is consistent (every blob
-//! verifies, no temp file, no half-written record), the next `pull`/`bundle` of the same
-//! image succeeds with the right content, and no mount is left under the root.
+//! Crashes: `kill -9` of the executor at random points of `pull`, of `bundle` (which
+//! unpacks layers into snapshots) and of `run` (pull, unpack, container; with runc or the
+//! embedded runtime). After each kill the store is consistent (every blob verifies, no
+//! half-written record); after `executor gc` there is no run directory, no mount under
+//! the root, no cgroup and no live process of the killed run's container, no temp file;
+//! and the next `run` of the same image succeeds with the right output.
 //!
-//! `crash_loop_short` (5 kills) runs in the normal suite; `crash_loop_50` (ignored; run
-//! it with `tests/reliability/crash-loop.sh`) does 50. Kills that land after the command
+//! `crash_loop_short` (5 kills of pull and bundle) runs in the normal suite;
+//! `crash_loop_50` (ignored; run it with `tests/reliability/crash-loop.sh`) does 50, with
+//! `run` on the runtimes in `CRASH_RUNTIMES` (default `runc,embedded`). Kills that land after the command
 //! finished are not counted. The seed is printed and can be
 //! replayed with `CRASH_SEED=N`.
 
@@ -145,6 +148,52 @@ impl Fixture {
         ]
     }
 
+    fn run_args(&self, runtime: &str, output: &Path) -> Vec<String> {
+        vec![
+            "run".into(),
+            self.reference.clone(),
+            "--runtime".into(),
+            runtime.into(),
+            "--insecure-registry".into(),
+            self.registry.addr().into(),
+            "--context".into(),
+            self.inputs
+                .path()
+                .join("context.yaml")
+                .display()
+                .to_string(),
+            "--args".into(),
+            self.inputs.path().join("args.yaml").display().to_string(),
+            "--output-dir".into(),
+            output.display().to_string(),
+            "--".into(),
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo started > /out/started; sleep 0.3; cat /etc/marker > /out/done".into(),
+        ]
+    }
+
+    /// The container IDs and container pids of the run directories present now.
+    fn runs_present(&self) -> Vec<(String, Option<i32>)> {
+        let Ok(dir) = std::fs::read_dir(self.root().join("runs")) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok())
+            .map(|e| {
+                let record: Option<serde_json::Value> = std::fs::read(e.path().join("run.json"))
+                    .ok()
+                    .and_then(|d| serde_json::from_slice(&d).ok());
+                let id = record
+                    .and_then(|r| r["container_id"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| e.file_name().to_string_lossy().into_owned());
+                let pid = std::fs::read_to_string(e.path().join("container.pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok());
+                (id, pid)
+            })
+            .collect()
+    }
+
     /// Runs to completion; panics with stderr on failure.
     fn run_ok(&self, args: &[String]) -> Duration {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -207,11 +256,49 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        // Also after a failed check: no container of a killed run may outlive the test.
+        let _ = self.command(&["gc"]).output();
         self.unmount_bundles();
         for mount in self.mounts_under_root() {
             let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
     }
+}
+
+/// Cgroup directories named `id` (depth <= 3 under /sys/fs/cgroup: v1 controllers,
+/// the v2 root, youki's `youki/` parent).
+fn cgroups_named(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut level = vec![PathBuf::from("/sys/fs/cgroup")];
+    for _ in 0..3 {
+        let mut next = Vec::new();
+        for dir in level {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(|e| e.ok()) {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    if entry.file_name() == id {
+                        found.push(entry.path());
+                    }
+                    next.push(entry.path());
+                }
+            }
+        }
+        level = next;
+    }
+    found
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(after != 'Z' && after != 'X')
+        })
+        .unwrap_or(false)
 }
 
 /// One bundle made after a crash must hold the image's files.
@@ -231,7 +318,7 @@ fn check_bundle(bundle: &Path) {
     assert!(bundle.join("config.json").is_file());
 }
 
-fn crash_loop(repo: &str, kills: usize) {
+fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
     let seed = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -254,18 +341,93 @@ fn crash_loop(repo: &str, kills: usize) {
     let bundle_time = fx.run_ok(&args);
     check_bundle(fx.bundles.last().unwrap());
     eprintln!("undisturbed: pull {pull_time:?}, bundle {bundle_time:?}");
-    let (mut pull_kills, mut bundle_kills, mut finished) = (0, 0, 0);
+    let run_time = fx.run_ok(&fx.run_args("runc", &fx.inputs.path().join("out-calibration")));
+    eprintln!("undisturbed run: {run_time:?}");
+    let (mut pull_kills, mut bundle_kills, mut run_kills, mut finished) = (0, 0, 0, 0);
     // Kills that come too late (the command finished) do not count; bounded anyway.
     let mut iteration = 0;
-    while pull_kills + bundle_kills < kills {
+    while pull_kills + bundle_kills + run_kills < kills {
         assert!(
             iteration < kills * 3,
             "too few kills landed: the commands finish too fast"
         );
         iteration += 1;
         fx.unmount_bundles();
-        let phase_is_pull = rng.below(2) == 0;
-        if phase_is_pull {
+        // No runtimes: no `run` phase.
+        let phase = rng.below(if runtimes.is_empty() { 2 } else { 3 });
+        if phase == 2 {
+            // `executor run`: half the time with nothing stored, so that the kill may
+            // land in its pull or unpack, else in the container's lifetime.
+            assert_eq!(fx.mounts_under_root(), Vec::<String>::new(), "#{iteration}");
+            if rng.below(2) == 0 {
+                fx.forget_image();
+                let _ = std::fs::remove_dir_all(fx.root().join("snapshots"));
+            }
+            let runtime = runtimes[rng.below(runtimes.len() as u64) as usize];
+            let output = fx.inputs.path().join(format!("out-killed{iteration}"));
+            let delay = Duration::from_millis(rng.below(run_time.as_millis() as u64 * 9 / 10 + 5));
+            let killed = fx.run_killed(&fx.run_args(runtime, &output), delay);
+            eprintln!("#{iteration}: run ({runtime}) killed after {delay:?}: {killed}");
+            run_kills += usize::from(killed);
+            finished += usize::from(!killed);
+            verify_store_after_crash(fx.root())
+                .unwrap_or_else(|e| panic!("#{iteration}: store after killed run: {e:#}"));
+            let runs = fx.runs_present();
+            fx.run_ok(&["gc".into()]);
+            let left: Vec<_> = std::fs::read_dir(fx.root().join("runs"))
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            if !left.is_empty() {
+                let files: Vec<_> = left
+                    .iter()
+                    .flat_map(|d| {
+                        std::fs::read_dir(fx.root().join("runs").join(d))
+                            .into_iter()
+                            .flatten()
+                    })
+                    .filter_map(|e| e.ok().map(|e| e.file_name()))
+                    .collect();
+                let gc = fx
+                    .command(&["--log-level", "debug", "gc"])
+                    .output()
+                    .unwrap();
+                panic!(
+                    "#{iteration}: run directories after gc: {left:?} holding {files:?}; gc again said: {}",
+                    String::from_utf8_lossy(&gc.stderr)
+                );
+            }
+            assert_eq!(
+                fx.mounts_under_root(),
+                Vec::<String>::new(),
+                "#{iteration}: mounts after gc"
+            );
+            for (id, pid) in runs {
+                assert_eq!(
+                    cgroups_named(&id),
+                    Vec::<PathBuf>::new(),
+                    "#{iteration}: cgroups after gc"
+                );
+                if let Some(pid) = pid {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while process_alive(pid) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    assert!(
+                        !process_alive(pid),
+                        "#{iteration}: container {id} (pid {pid}) alive after gc"
+                    );
+                }
+            }
+            verify_store(fx.root())
+                .unwrap_or_else(|e| panic!("#{iteration}: store after gc: {e:#}"));
+            // The same run again succeeds and produces the image's output.
+            let output = fx.inputs.path().join(format!("out{iteration}"));
+            fx.run_ok(&fx.run_args(runtime, &output));
+            assert_eq!(
+                std::fs::read_to_string(output.join("done")).unwrap(),
+                "survived\n"
+            );
+        } else if phase == 0 {
             fx.forget_image();
             let delay = Duration::from_millis(rng.below(pull_time.as_millis() as u64 * 9 / 10 + 5));
             let killed = fx.run_killed(&fx.pull_args(), delay);
@@ -312,17 +474,22 @@ fn crash_loop(repo: &str, kills: usize) {
         assert_eq!(report.images, 1, "#{iteration}");
     }
     eprintln!(
-        "crash loop done: {pull_kills} pulls and {bundle_kills} bundles killed, {finished} finished before the kill"
+        "crash loop done: {pull_kills} pulls, {bundle_kills} bundles and {run_kills} runs killed, {finished} finished before the kill"
     );
 }
 
 #[test]
 fn crash_loop_short() {
-    crash_loop("crash/short", 5);
+    // Pull and unpack only: a killed `run` still trips two open gc bugs now and then
+    // (RELIABILITY.md, "Crashes"), which the long loop shows; the normal suite must
+    // not fail at random. Add "runc" here once they are fixed.
+    crash_loop("crash/short", 5, &[]);
 }
 
 #[test]
 #[ignore = "50 kills take minutes: run tests/reliability/crash-loop.sh"]
 fn crash_loop_50() {
-    crash_loop("crash/long", 50);
+    let runtimes = std::env::var("CRASH_RUNTIMES").unwrap_or_else(|_| "runc,embedded".into());
+    let runtimes: Vec<&str> = runtimes.split(',').filter(|r| !r.is_empty()).collect();
+    crash_loop("crash/long", 50, &runtimes);
 }

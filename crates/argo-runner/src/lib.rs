@@ -12,6 +12,7 @@
 //! service account, as `kube` infers it ([`ArgoRunner::infer`]).
 #![deny(missing_docs)]
 
+pub mod status;
 pub mod validate;
 pub mod wait;
 pub mod workflow;
@@ -109,7 +110,9 @@ impl ArgoRunner {
         self.client().await.map(drop)
     }
 
-    async fn client(&self) -> Result<kube::Client, ArgoError> {
+    /// The Kubernetes client, inferred now if it was not yet (for reporters that
+    /// share it).
+    pub async fn client(&self) -> Result<kube::Client, ArgoError> {
         self.client
             .get_or_try_init(|| async {
                 kube::Client::try_default().await.map_err(ArgoError::Config)

@@ -146,3 +146,89 @@ async fn a_missing_kubeconfig_fails_before_anything_is_sent() {
     assert!(server.requests().is_empty());
     assert!(!dir.path().join("status.json").exists());
 }
+
+#[tokio::test]
+async fn with_the_secret_reporter_the_secret_holds_the_start_status_while_it_runs() {
+    let server = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &server, "bin-secret", false);
+    server
+        .create(
+            Resource::Secrets,
+            NS,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bin-secret"}}),
+        )
+        .unwrap();
+    let child = command(dir.path())
+        .env("ARGO_RUNNER_STATUS_REPORTER", "k8s-secret")
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(PATIENCE, server.wait_for_watches(1))
+        .await
+        .expect("argo-runner did not watch its workflow");
+    // The Secret is written before the wait begins, so the engine sees it now.
+    let expected = json!({"argoWorkflowRef": {"name": "bin-secret", "namespace": NS}});
+    let secret = server.get(Resource::Secrets, NS, "bin-secret").unwrap();
+    assert_eq!(secret_status(&secret), expected);
+    // The file the executor forwards is still written.
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("status.json")).unwrap()).unwrap();
+    assert_eq!(file, expected);
+    finish(&server, "bin-secret", "Succeeded", "");
+    let out = finished(child).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn with_the_secret_reporter_a_missing_secret_fails_the_run() {
+    let server = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &server, "bin-nosecret", false);
+    let out = finished(
+        command(dir.path())
+            .env("ARGO_RUNNER_STATUS_REPORTER", "k8s-secret")
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("status secret {NS}/bin-nosecret does not exist")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_reporter_is_refused_before_anything_is_sent() {
+    let server = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &server, "bin-badrep", false);
+    let out = finished(
+        command(dir.path())
+            .env("ARGO_RUNNER_STATUS_REPORTER", "syslog")
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ARGO_RUNNER_STATUS_REPORTER"), "{stderr}");
+    assert!(server.requests().is_empty());
+}
+
+/// The JSON under the Secret's `status` key (base64 in `data`).
+fn secret_status(secret: &serde_json::Value) -> serde_json::Value {
+    let encoded = secret["data"]["status"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no status in {secret}"));
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

@@ -151,6 +151,16 @@ pub enum BundleError {
         #[source]
         source: io::Error,
     },
+    /// The runner context or args file cannot be read or is not YAML.
+    #[error("invalid runner {what} {path}: {reason}")]
+    InvalidInput {
+        /// `context` or `args`.
+        what: &'static str,
+        /// The host file.
+        path: PathBuf,
+        /// What is wrong (the parser's message, with line and column).
+        reason: String,
+    },
     /// The bundle directory exists and is not empty: a bundle never overwrites one.
     #[error("bundle directory {0} exists and is not empty")]
     NotEmpty(PathBuf),
@@ -301,6 +311,9 @@ impl Bundle {
         opts: &BundleOptions,
     ) -> Result<Bundle, BundleError> {
         check_options(opts)?;
+        // Read and checked before anything is made, so a bad input costs no rootfs mount
+        // and the runner never starts on a document it cannot parse.
+        let inputs = Inputs::read(opts)?;
         let created = match fs::read_dir(dir) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
@@ -324,7 +337,7 @@ impl Bundle {
             rootfs: None,
             spec: Spec::default(),
         };
-        match bundle.fill(config, lowers, opts) {
+        match bundle.fill(config, lowers, opts, &inputs) {
             Ok(()) => Ok(bundle),
             Err(error) => match bundle.remove_contents().and_then(|()| {
                 // A directory this call created goes too; one the caller made stays.
@@ -347,6 +360,7 @@ impl Bundle {
         config: &ImageConfiguration,
         lowers: &[PathBuf],
         opts: &BundleOptions,
+        input: &Inputs,
     ) -> Result<(), BundleError> {
         let dir = self.dir.clone();
         let inputs = dir.join("inputs");
@@ -372,9 +386,9 @@ impl Bundle {
         };
         let context = inputs.join("context");
         let args = inputs.join("args");
-        copy_private(&opts.context_file, &context)?;
+        write_private(&context, &input.context)?;
         owned(&context)?;
-        copy_private(&opts.args_file, &args)?;
+        write_private(&args, &input.args)?;
         owned(&args)?;
         owned(&out)?;
         owned(&status)?;
@@ -522,6 +536,40 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
         .open(path)
         .and_then(|mut f| f.write_all(bytes))
         .map_err(io_err("write", path))
+}
+
+/// The runner's input files, read from the host and checked.
+struct Inputs {
+    context: Vec<u8>,
+    args: Vec<u8>,
+}
+
+impl Inputs {
+    /// Reads both files, which must be YAML. Only YAML: what the documents must hold is
+    /// the runner's contract (`executor run` checks the context against it; `executor
+    /// bundle`, a debugging tool, lets a partial context through).
+    fn read(opts: &BundleOptions) -> Result<Inputs, BundleError> {
+        let read = |what: &'static str, path: &Path| {
+            fs::read(path).map_err(|e| BundleError::InvalidInput {
+                what,
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
+        };
+        let invalid =
+            |what: &'static str, path: &Path, e: serde_norway::Error| BundleError::InvalidInput {
+                what,
+                path: path.to_owned(),
+                reason: e.to_string(),
+            };
+        let context = read("context", &opts.context_file)?;
+        serde_norway::from_slice::<serde_norway::Value>(&context)
+            .map_err(|e| invalid("context", &opts.context_file, e))?;
+        let args = read("args", &opts.args_file)?;
+        serde_norway::from_slice::<serde_norway::Value>(&args)
+            .map_err(|e| invalid("args", &opts.args_file, e))?;
+        Ok(Inputs { context, args })
+    }
 }
 
 /// Copies a host file to a new file with mode 0600 (the inputs may hold secrets).
@@ -995,5 +1043,38 @@ mod tests {
                 .to_string()
                 .contains("memory_limit")
         );
+    }
+
+    #[test]
+    fn inputs_must_be_readable_yaml_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.yaml");
+        fs::write(&good, "name: x\n").unwrap();
+        let bad = dir.path().join("bad.yaml");
+        fs::write(&bad, "\tworkflow: : :\n").unwrap();
+        let missing = dir.path().join("missing.yaml");
+        let read = |context: &Path, args: &Path| {
+            Inputs::read(&BundleOptions::new(context, args)).map(|i| (i.context, i.args))
+        };
+        assert_eq!(
+            read(&good, &good).unwrap(),
+            (b"name: x\n".to_vec(), b"name: x\n".to_vec())
+        );
+        for (context, args, what, path) in [
+            (&bad, &good, "context", &bad),
+            (&good, &bad, "args", &bad),
+            (&missing, &good, "context", &missing),
+            (
+                &good,
+                &dir.path().to_owned(),
+                "args",
+                &dir.path().to_owned(),
+            ),
+        ] {
+            let err = read(context, args).unwrap_err().to_string();
+            let expected = format!("invalid runner {what} {}: ", path.display());
+            assert!(err.starts_with(&expected), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 }

@@ -56,7 +56,7 @@ pub enum PackError {
         second: String,
     },
     /// A host file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The host path.
         path: PathBuf,
@@ -75,7 +75,7 @@ pub enum PackError {
         reason: String,
     },
     /// The layout cannot be written.
-    #[error("cannot write OCI layout {path}: {source}")]
+    #[error("cannot write OCI layout {path}")]
     Write {
         /// The file or directory being written.
         path: PathBuf,

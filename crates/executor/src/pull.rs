@@ -7,6 +7,11 @@
 //! from where it stopped with an HTTP `Range` request when the registry allows it.
 //! The backoff is 1s, 2s, 4s, ... capped at 30s, unless the registry sent `Retry-After`
 //! (seconds or an HTTP date, on blob requests), which is honoured up to 5 minutes.
+//! A body that ends short resumes too; a request that gets no (complete) answer within
+//! the stall timeout counts as a stall; a blob or manifest that fails verification is
+//! fetched again (a blob from byte 0). Every retry counts against the same limit, so a
+//! registry that keeps failing ends the pull with one error naming what and why. See
+//! `RELIABILITY.md` for the faults this was tested against.
 
 use crate::reference::ImageSource;
 use crate::source::layout::LayoutReader;

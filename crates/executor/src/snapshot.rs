@@ -223,7 +223,7 @@ impl Snapshotter {
             overlay: true,
         };
         this.remove_stale_temp()?;
-        this.overlay = this.overlay_works();
+        this.overlay = this.cached_overlay_works();
         if !this.overlay {
             tracing::warn!(
                 root = %this.root.display(),
@@ -243,6 +243,35 @@ impl Snapshotter {
     /// Whether snapshots are overlay diffs (else flattened trees).
     pub fn uses_overlay(&self) -> bool {
         self.overlay
+    }
+
+    /// [`Snapshotter::overlay_works`], remembered in `<root>/overlay-probe` for this kernel:
+    /// the probe's unmount waits for an RCU grace period (some 8 ms), which every executor
+    /// process would otherwise pay on its start path. Caveat: a change that makes overlayfs
+    /// unusable without a new kernel (a module unloaded) is only noticed when mounting fails;
+    /// delete the file to probe again.
+    fn cached_overlay_works(&self) -> bool {
+        let cache = self.root.join("overlay-probe");
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let kernel = kernel.trim();
+        if let Ok(text) = fs::read_to_string(&cache)
+            && let Some((cached_kernel, answer)) = text.trim().split_once(' ')
+            && cached_kernel == kernel
+            && !kernel.is_empty()
+        {
+            return answer == "yes";
+        }
+        let works = self.overlay_works();
+        // Best effort: a failed write only means probing again next time. Written whole
+        // and renamed, so a concurrent reader never sees half of it.
+        let temp = self
+            .root
+            .join(format!("overlay-probe.{}", std::process::id()));
+        let answer = if works { "yes" } else { "no" };
+        if fs::write(&temp, format!("{kernel} {answer}\n")).is_ok() {
+            let _ = fs::rename(&temp, &cache);
+        }
+        works
     }
 
     /// Mounts a throw-away overlay to learn whether this host and file system support it
@@ -1125,6 +1154,28 @@ mod tests {
             vec![PathBuf::from("/run/with space/rootfs")]
         );
         assert_eq!(mounted.dirs.len(), 2);
+    }
+
+    #[test]
+    fn the_overlay_probe_is_remembered_per_kernel() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("snapshots");
+        let probed = Snapshotter::new(&root).unwrap().uses_overlay();
+        let cache = root.join("overlay-probe");
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let kernel = kernel.trim();
+        let answer = if probed { "yes" } else { "no" };
+        assert_eq!(
+            fs::read_to_string(&cache).unwrap(),
+            format!("{kernel} {answer}\n")
+        );
+        // The cached answer is used as is (here the opposite of the truth)...
+        let flipped = if probed { "no" } else { "yes" };
+        fs::write(&cache, format!("{kernel} {flipped}\n")).unwrap();
+        assert_eq!(Snapshotter::new(&root).unwrap().uses_overlay(), !probed);
+        // ...but not one from another kernel.
+        fs::write(&cache, "0.0.0-other yes\n").unwrap();
+        assert_eq!(Snapshotter::new(&root).unwrap().uses_overlay(), probed);
     }
 
     #[test]

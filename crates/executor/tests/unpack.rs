@@ -599,7 +599,9 @@ fn not_root_skips_devices_and_ownership() {
 /// bits or the mode has special bits: either way they end up with exactly the tar's mode.
 #[test]
 fn file_modes_survive_the_umask() {
-    let modes = [0o666, 0o777, 0o640, 0o600, 0o755, 0o1755, 0o2711, 0o4700, 0o000];
+    let modes = [
+        0o666, 0o777, 0o640, 0o600, 0o755, 0o1755, 0o2711, 0o4700, 0o000,
+    ];
     let mut layer = Layer::new();
     for mode in modes {
         layer.file_with(&format!("f{mode:o}"), b"x", mode, 0, 0, 1);

@@ -80,7 +80,10 @@ pub enum Command {
 
 /// Parses the command line, runs the subcommand and maps errors to exit code 125.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     // The embedded runtime must stay single-threaded: no logging threads, no tokio.
     if let Command::Runtime(args) = cli.command {
         return runtime::run(&cli.global, args);
@@ -102,6 +105,25 @@ pub fn main() -> ExitCode {
         Err(err) => {
             // One line, the whole chain of causes: `executor: while pulling X: ...`.
             eprintln!("executor: {err:#}");
+            ExitCode::from(EXIT_EXECUTOR_FAILED)
+        }
+    }
+}
+
+/// Help and version go to stdout with exit 0, as clap prints them; a usage error is
+/// an executor failure like any other (podman's convention): exit 125 and one line
+/// naming the flag and the value, instead of clap's exit 2 and multi-line usage.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
+        _ => {
+            let rendered = err.to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("executor: {message} (see --help)");
             ExitCode::from(EXIT_EXECUTOR_FAILED)
         }
     }

@@ -170,6 +170,23 @@ impl ImageReader for LayoutReader {
                 self.error(&path, e.to_string())
             }
         })?;
+        // A local file does not heal: a blob of the wrong length is refused at once
+        // instead of being retried like a registry response that ended early.
+        let actual = file
+            .metadata()
+            .await
+            .map_err(|e| self.error(&path, e.to_string()))?
+            .len();
+        if actual != descriptor.size() {
+            return Err(self.error(
+                &path,
+                format!(
+                    "size mismatch for blob {}: the descriptor says {} bytes, the layout holds {actual}",
+                    descriptor.digest(),
+                    descriptor.size()
+                ),
+            ));
+        }
         file.seek(SeekFrom::Start(offset))
             .await
             .map_err(|e| self.error(&path, e.to_string()))?;

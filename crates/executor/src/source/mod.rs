@@ -83,8 +83,9 @@ pub enum SourceError {
         /// The reference asked for.
         reference: String,
     },
-    /// A fault that may go away on retry: connection reset, 5xx, 429, a stall.
-    #[error("transient error fetching {what}: {detail}")]
+    /// A fault that may go away on retry: connection reset, 5xx, 429, a stall. Shown
+    /// to users only once the retries are used up, hence no "transient" in the message.
+    #[error("fetching {what} failed: {detail}")]
     Transient {
         /// What was being fetched (a reference or a digest).
         what: String,
