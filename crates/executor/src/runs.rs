@@ -38,6 +38,10 @@ const CREATION_WINDOW: Duration = Duration::from_secs(60);
 /// would take it for a run left-over).
 const SLOTS_DIR: &str = "run-slots";
 
+/// How long gc waits for the runtime of a dead executor (killed with it) to exit
+/// and free the run's lock.
+const DYING_RUNTIME_WAIT: Duration = Duration::from_secs(10);
+
 /// How often a run waiting for a slot tries the slots again. flock has no way to
 /// wait for any one of several locks, so waiting runs poll; a run lasts far longer.
 const SLOT_POLL: Duration = Duration::from_millis(100);
@@ -297,7 +301,18 @@ async fn collect(dir: &Path) -> Result<bool, RunsError> {
     let _lock = match File::open(&lock_path) {
         Ok(file) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Some(lock),
-            Err((_, nix::Error::EWOULDBLOCK)) => return Ok(false),
+            Err((file, nix::Error::EWOULDBLOCK)) => {
+                if owner_alive(dir) {
+                    return Ok(false);
+                }
+                // The executor is gone but a runtime it started still holds the
+                // inherited lock: it was sent SIGKILL when the executor died and
+                // is about to exit. Wait for it rather than clean up under it.
+                match wait_for_lock(file, &lock_path, DYING_RUNTIME_WAIT).await? {
+                    Some(lock) => Some(lock),
+                    None => return Ok(false),
+                }
+            }
             Err((_, errno)) => return Err(io("lock", &lock_path)(errno.into())),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -340,6 +355,42 @@ async fn collect(dir: &Path) -> Result<bool, RunsError> {
     Ok(true)
 }
 
+/// Whether the executor recorded in `dir`'s run record still runs (or, without a
+/// readable record, whether it may: then it counts as alive).
+fn owner_alive(dir: &Path) -> bool {
+    match std::fs::read(dir.join(RECORD_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<RunRecord>(&bytes).ok())
+    {
+        Some(record) => {
+            record.pid_start_time.is_none()
+                || process_start_time(record.pid) == record.pid_start_time
+        }
+        None => true,
+    }
+}
+
+/// Retries the lock on `file` until `limit` passes.
+async fn wait_for_lock(
+    mut file: File,
+    path: &Path,
+    limit: Duration,
+) -> Result<Option<Flock<File>>, RunsError> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((back, nix::Error::EWOULDBLOCK)) => file = back,
+            Err((_, errno)) => return Err(io("lock", path)(errno.into())),
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(path = %path.display(), "a runtime of a dead executor still holds the run");
+            return Ok(None);
+        }
+    }
+}
+
 async fn remove_container(runtime: &CliRuntime, record: &RunRecord) -> Result<(), RunsError> {
     let id = &record.container_id;
     if !runtime.exists(id) {
@@ -367,7 +418,39 @@ fn remove_dir(dir: &Path) -> Result<(), RunsError> {
     }
 }
 
+/// While alive, processes the executor starts inherit the run's lock (see
+/// [`RunDir::share_lock_with_children`]).
+#[derive(Debug)]
+pub struct SharedLock<'a> {
+    lock: std::os::fd::BorrowedFd<'a>,
+}
+
+impl Drop for SharedLock<'_> {
+    fn drop(&mut self) {
+        let _ = nix::fcntl::fcntl(
+            self.lock,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+}
+
 impl RunDir {
+    /// Lets child processes started until the returned guard drops inherit the
+    /// run's lock (clears close-on-exec on it), so that the run stays live for gc
+    /// as long as the runtime the executor started lives, even after the executor
+    /// died. Runtimes close inherited descriptors before they execute the
+    /// container's process, so the runner never holds it.
+    pub fn share_lock_with_children(&self) -> Result<SharedLock<'_>, RunsError> {
+        use std::os::fd::AsFd;
+        let lock = self._lock.as_fd();
+        nix::fcntl::fcntl(
+            lock,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(|errno| io("share the lock of", &self.path)(errno.into()))?;
+        Ok(SharedLock { lock })
+    }
+
     /// The run ID.
     pub fn id(&self) -> &str {
         &self.record.id
