@@ -410,10 +410,35 @@ async fn remove_container(runtime: &CliRuntime, record: &RunRecord) -> Result<()
     runtime.delete(id).await.map_err(err)
 }
 
+/// Removes a run directory, its lock file last: an executor killed half-way
+/// through leaves a directory that still has its lock (free now), which the next
+/// gc removes; without it, gc would take the directory for one being created.
 fn remove_dir(dir: &Path) -> Result<(), RunsError> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(io("read", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io("read", dir))?;
+        if entry.file_name() == LOCK_FILE {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(io("remove", &path)(e)),
+        }
+    }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if gone(&e) => Ok(()),
         Err(e) => Err(io("remove", dir)(e)),
     }
 }
@@ -645,6 +670,45 @@ mod tests {
 
         let path = live.path().to_path_buf();
         live.remove().await.unwrap();
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn gc_waits_for_the_dying_runtime_of_a_dead_executor() {
+        let root = tempfile::tempdir().unwrap();
+        let runs = Runs::open(root.path()).unwrap();
+        let run = runs.create(&RuntimeKind::Runc).unwrap();
+        let path = run.path().to_path_buf();
+        let mut record = run.record().clone();
+        record.pid_start_time = Some(1);
+        write_atomic(&path.join(RECORD_FILE), &record).unwrap();
+        // The executor is gone; the runtime it started (here: flock holding the
+        // lock file) still has the lock for a moment.
+        drop(run);
+        let mut runtime = std::process::Command::new("flock")
+            .arg("--no-fork")
+            .arg(path.join(LOCK_FILE))
+            .args(["sleep", "60"])
+            .spawn()
+            .unwrap();
+        let lock = File::open(path.join(LOCK_FILE)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Ok(held) = Flock::lock(lock.try_clone().unwrap(), FlockArg::LockExclusiveNonblock)
+        {
+            drop(held);
+            assert!(std::time::Instant::now() < deadline, "flock never locked");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let gc = tokio::spawn({
+            let runs = runs.clone();
+            async move { runs.gc().await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!gc.is_finished(), "gc did not wait for the runtime");
+        runtime.kill().unwrap();
+        runtime.wait().unwrap();
+        let report = gc.await.unwrap();
+        assert_eq!(report.removed, vec![record.id.clone()], "{report:?}");
         assert!(!path.exists());
     }
 
