@@ -349,6 +349,7 @@ async fn collect(dir: &Path) -> Result<bool, RunsError> {
         }
         let runtime = record.runtime.build(&record.state_root);
         remove_container(&runtime, record).await?;
+        remove_cgroups(Path::new(CGROUP_ROOT), &record.container_id).await;
     }
     unmount_under(dir)?;
     remove_dir(dir)?;
@@ -387,6 +388,56 @@ async fn wait_for_lock(
         if std::time::Instant::now() >= deadline {
             tracing::warn!(path = %path.display(), "a runtime of a dead executor still holds the run");
             return Ok(None);
+        }
+    }
+}
+
+/// Where cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Removes the cgroups a runtime killed while creating container `id` left: it
+/// made them before it wrote any state, so `delete` knows nothing of them. They
+/// are named after the container (runc and crun: `ID`, youki: `:youki:ID`) at the
+/// top of each hierarchy (cgroup v1: one per controller; v2: the root itself), as
+/// the bundles leave `cgroupsPath` unset. Processes still in them are killed
+/// first. Best effort: failures are logged, a later gc retries nothing (the run
+/// directory is gone), so this waits up to a second for the kills to land.
+async fn remove_cgroups(root: &Path, id: &str) {
+    let mut hierarchies = vec![root.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        hierarchies.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    for hierarchy in hierarchies {
+        for name in [id.to_owned(), format!(":youki:{id}")] {
+            let cgroup = hierarchy.join(name);
+            if !cgroup.is_dir() {
+                continue;
+            }
+            for _ in 0..50 {
+                let procs =
+                    std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                match std::fs::remove_dir(&cgroup) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            if cgroup.exists() {
+                tracing::warn!(cgroup = %cgroup.display(), "cannot remove a left-over cgroup");
+            } else {
+                tracing::info!(cgroup = %cgroup.display(), "removed a left-over cgroup");
+            }
         }
     }
 }
@@ -710,6 +761,27 @@ mod tests {
         let report = gc.await.unwrap();
         assert_eq!(report.removed, vec![record.id.clone()], "{report:?}");
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn left_over_cgroups_named_after_the_container_are_removed() {
+        // A stand-in cgroup root: one v1-style controller directory, the v2 root,
+        // and a cgroup of another container that must stay.
+        let root = tempfile::tempdir().unwrap();
+        let id = "abc123";
+        for dir in [
+            "pids/abc123",
+            "abc123",
+            "memory/:youki:abc123",
+            "pids/other",
+        ] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        remove_cgroups(root.path(), id).await;
+        assert!(!root.path().join("pids/abc123").exists());
+        assert!(!root.path().join("abc123").exists());
+        assert!(!root.path().join("memory/:youki:abc123").exists());
+        assert!(root.path().join("pids/other").exists());
     }
 
     #[tokio::test]
