@@ -348,8 +348,20 @@ async fn collect(dir: &Path) -> Result<bool, RunsError> {
             return Ok(false);
         }
         let runtime = record.runtime.build(&record.state_root);
-        remove_container(&runtime, record).await?;
+        let removed = remove_container(&runtime, record).await;
         remove_cgroups(Path::new(CGROUP_ROOT), &record.container_id).await;
+        if let Err(err) = removed {
+            // A runtime killed half-way through creating the container leaves
+            // state its own delete trips over (say, youki looking for a cgroup
+            // it never made). The container's processes died with its cgroups
+            // above; what is left is the state, which is ours to remove.
+            tracing::warn!(
+                run = %record.id,
+                error = %error_chain(&err),
+                "runtime cannot delete the container; removing its state"
+            );
+            remove_dir(&record.state_root.join(&record.container_id))?;
+        }
     }
     unmount_under(dir)?;
     remove_dir(dir)?;
