@@ -209,34 +209,6 @@ async fn drive(
 ) -> Result<Exit, LifecycleError> {
     let mut cmd = runtime.run_command(id, bundle, pid_file);
     cmd.stdin(Stdio::null()).process_group(0);
-    // The runtime dies with the executor (SIGKILL on the parent's death): else a
-    // killed executor's runtime goes on creating the container while gc cleans
-    // the run up, and leaves cgroups or state behind. The run's lock, which the
-    // runtime inherits (see `run`), frees once it is dead; gc then removes the
-    // container it left.
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs in the forked child of a multi-threaded process, so
-    // it only makes raw system calls (prctl, getppid) and builds an io::Error from
-    // a constant errno, without allocating or taking locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The executor died before the signal was armed.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
     let started_at = SystemTime::now();
     let mut child = cmd.spawn().map_err(|source| LifecycleError::Spawn {
         runtime: runtime.name().to_owned(),

@@ -316,10 +316,6 @@ async fn run_in(
         () = stop.requested() => return Err(RunError::Interrupted),
     };
     let runtime = run_dir.runtime();
-    // The runtime processes inherit the run's lock: gc must not take the run for
-    // dead while a runtime the executor started still creates or runs its
-    // container, also after the executor itself was killed.
-    let _inherited = run_dir.share_lock_with_children()?;
     let exit = lifecycle::run_container(
         &runtime,
         &run_dir.record().container_id,
