@@ -122,3 +122,88 @@ fn concurrent_runs_stay_within_the_limit() {
         "run directories left"
     );
 }
+
+/// A run waiting for a slot (here held by another process) ends on SIGTERM: exit
+/// 125, the interruption named, no run directory made.
+#[test]
+fn sigterm_ends_the_wait_for_a_slot() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::Builder::new()
+        .prefix("executor-slot-wait-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("run-slots")).unwrap();
+    // The one slot, taken as another executor would hold it.
+    let slot = root.join("run-slots/0");
+    std::fs::write(&slot, "").unwrap();
+    let holder = KillOnDrop(
+        Command::new("flock")
+            .arg("--no-fork")
+            .arg(&slot)
+            .args(["sleep", "120"])
+            .spawn()
+            .unwrap(),
+    );
+    // flock has the lock once the file is locked by someone: wait for that.
+    let file = std::fs::File::open(&slot).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match nix::fcntl::Flock::lock(
+            file.try_clone().unwrap(),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        ) {
+            Ok(lock) => drop(lock),
+            Err(_) => break,
+        }
+        assert!(std::time::Instant::now() < deadline, "flock never locked");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let mut child = Command::new(executor_bin().unwrap())
+        .env_remove("EXECUTOR_ROOT")
+        .arg("--root")
+        .arg(&root)
+        .args(["run", "--max-concurrent-runs", "1", "--bundle"])
+        .arg(dir.path().join("no-bundle"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("waiting for a run slot") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no wait logged: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    drop(holder);
+    assert_eq!(status.code(), Some(125), "{seen}{rest}");
+    assert!(
+        rest.contains("interrupted before the runner started"),
+        "{rest}"
+    );
+    let runs = std::fs::read_dir(root.join("runs")).unwrap().count();
+    assert_eq!(runs, 0, "a run directory was made");
+}
+
+/// Kills and reaps the child when dropped, also when an assertion fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

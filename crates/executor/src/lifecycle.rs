@@ -183,16 +183,7 @@ pub async fn run_container(
     stop: &Stop,
 ) -> Result<Exit, LifecycleError> {
     let result = drive(runtime, id, bundle, pid_file, opts, stop).await;
-    // A foreground `run` deletes the container itself when it exits normally; its
-    // state directory is then gone and a `delete` would be one more runtime
-    // process per run for nothing. A runtime that crashed or was killed leaves its
-    // state behind, and that container is deleted here.
-    let cleanup = if runtime.exists(id) {
-        runtime.delete(id).await
-    } else {
-        tracing::debug!(container = id, "runtime deleted the container");
-        Ok(())
-    };
+    let cleanup = runtime.delete(id).await;
     match (result, cleanup) {
         (Ok(exit), Ok(())) => Ok(exit),
         (Ok(exit), Err(source)) => Err(LifecycleError::Cleanup {

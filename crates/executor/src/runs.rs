@@ -38,6 +38,10 @@ const CREATION_WINDOW: Duration = Duration::from_secs(60);
 /// would take it for a run left-over).
 const SLOTS_DIR: &str = "run-slots";
 
+/// How long gc waits for the runtime of a dead executor (killed with it) to exit
+/// and free the run's lock.
+const DYING_RUNTIME_WAIT: Duration = Duration::from_secs(10);
+
 /// How often a run waiting for a slot tries the slots again. flock has no way to
 /// wait for any one of several locks, so waiting runs poll; a run lasts far longer.
 const SLOT_POLL: Duration = Duration::from_millis(100);
@@ -297,7 +301,18 @@ async fn collect(dir: &Path) -> Result<bool, RunsError> {
     let _lock = match File::open(&lock_path) {
         Ok(file) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Some(lock),
-            Err((_, nix::Error::EWOULDBLOCK)) => return Ok(false),
+            Err((file, nix::Error::EWOULDBLOCK)) => {
+                if owner_alive(dir) {
+                    return Ok(false);
+                }
+                // The executor is gone but a runtime it started still holds the
+                // inherited lock: it was sent SIGKILL when the executor died and
+                // is about to exit. Wait for it rather than clean up under it.
+                match wait_for_lock(file, &lock_path, DYING_RUNTIME_WAIT).await? {
+                    Some(lock) => Some(lock),
+                    None => return Ok(false),
+                }
+            }
             Err((_, errno)) => return Err(io("lock", &lock_path)(errno.into())),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -333,11 +348,110 @@ async fn collect(dir: &Path) -> Result<bool, RunsError> {
             return Ok(false);
         }
         let runtime = record.runtime.build(&record.state_root);
-        remove_container(&runtime, record).await?;
+        let removed = remove_container(&runtime, record).await;
+        remove_cgroups(Path::new(CGROUP_ROOT), &record.container_id).await;
+        if let Err(err) = removed {
+            // A runtime killed half-way through creating the container leaves
+            // state its own delete trips over (say, youki looking for a cgroup
+            // it never made). The container's processes died with its cgroups
+            // above; what is left is the state, which is ours to remove.
+            tracing::warn!(
+                run = %record.id,
+                error = %error_chain(&err),
+                "runtime cannot delete the container; removing its state"
+            );
+            remove_dir(&record.state_root.join(&record.container_id))?;
+        }
     }
     unmount_under(dir)?;
     remove_dir(dir)?;
     Ok(true)
+}
+
+/// Whether the executor recorded in `dir`'s run record still runs (or, without a
+/// readable record, whether it may: then it counts as alive).
+fn owner_alive(dir: &Path) -> bool {
+    match std::fs::read(dir.join(RECORD_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<RunRecord>(&bytes).ok())
+    {
+        Some(record) => {
+            record.pid_start_time.is_none()
+                || process_start_time(record.pid) == record.pid_start_time
+        }
+        None => true,
+    }
+}
+
+/// Retries the lock on `file` until `limit` passes.
+async fn wait_for_lock(
+    mut file: File,
+    path: &Path,
+    limit: Duration,
+) -> Result<Option<Flock<File>>, RunsError> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((back, nix::Error::EWOULDBLOCK)) => file = back,
+            Err((_, errno)) => return Err(io("lock", path)(errno.into())),
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(path = %path.display(), "a runtime of a dead executor still holds the run");
+            return Ok(None);
+        }
+    }
+}
+
+/// Where cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Removes the cgroups a runtime killed while creating container `id` left: it
+/// made them before it wrote any state, so `delete` knows nothing of them. They
+/// are named after the container (runc and crun: `ID`, youki: `:youki:ID`) at the
+/// top of each hierarchy (cgroup v1: one per controller; v2: the root itself), as
+/// the bundles leave `cgroupsPath` unset. Processes still in them are killed
+/// first. Best effort: failures are logged, a later gc retries nothing (the run
+/// directory is gone), so this waits up to a second for the kills to land.
+async fn remove_cgroups(root: &Path, id: &str) {
+    let mut hierarchies = vec![root.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        hierarchies.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    for hierarchy in hierarchies {
+        for name in [id.to_owned(), format!(":youki:{id}")] {
+            let cgroup = hierarchy.join(name);
+            if !cgroup.is_dir() {
+                continue;
+            }
+            for _ in 0..50 {
+                let procs =
+                    std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                match std::fs::remove_dir(&cgroup) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            if cgroup.exists() {
+                tracing::warn!(cgroup = %cgroup.display(), "cannot remove a left-over cgroup");
+            } else {
+                tracing::info!(cgroup = %cgroup.display(), "removed a left-over cgroup");
+            }
+        }
+    }
 }
 
 async fn remove_container(runtime: &CliRuntime, record: &RunRecord) -> Result<(), RunsError> {
@@ -359,15 +473,72 @@ async fn remove_container(runtime: &CliRuntime, record: &RunRecord) -> Result<()
     runtime.delete(id).await.map_err(err)
 }
 
+/// Removes a run directory, its lock file last: an executor killed half-way
+/// through leaves a directory that still has its lock (free now), which the next
+/// gc removes; without it, gc would take the directory for one being created.
 fn remove_dir(dir: &Path) -> Result<(), RunsError> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(io("read", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io("read", dir))?;
+        if entry.file_name() == LOCK_FILE {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(io("remove", &path)(e)),
+        }
+    }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if gone(&e) => Ok(()),
         Err(e) => Err(io("remove", dir)(e)),
     }
 }
 
+/// While alive, processes the executor starts inherit the run's lock (see
+/// [`RunDir::share_lock_with_children`]).
+#[derive(Debug)]
+pub struct SharedLock<'a> {
+    lock: std::os::fd::BorrowedFd<'a>,
+}
+
+impl Drop for SharedLock<'_> {
+    fn drop(&mut self) {
+        let _ = nix::fcntl::fcntl(
+            self.lock,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+}
+
 impl RunDir {
+    /// Lets child processes started until the returned guard drops inherit the
+    /// run's lock (clears close-on-exec on it), so that the run stays live for gc
+    /// as long as the runtime the executor started lives, even after the executor
+    /// died. Runtimes close inherited descriptors before they execute the
+    /// container's process, so the runner never holds it.
+    pub fn share_lock_with_children(&self) -> Result<SharedLock<'_>, RunsError> {
+        use std::os::fd::AsFd;
+        let lock = self._lock.as_fd();
+        nix::fcntl::fcntl(
+            lock,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(|errno| io("share the lock of", &self.path)(errno.into()))?;
+        Ok(SharedLock { lock })
+    }
+
     /// The run ID.
     pub fn id(&self) -> &str {
         &self.record.id
@@ -563,6 +734,66 @@ mod tests {
         let path = live.path().to_path_buf();
         live.remove().await.unwrap();
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn gc_waits_for_the_dying_runtime_of_a_dead_executor() {
+        let root = tempfile::tempdir().unwrap();
+        let runs = Runs::open(root.path()).unwrap();
+        let run = runs.create(&RuntimeKind::Runc).unwrap();
+        let path = run.path().to_path_buf();
+        let mut record = run.record().clone();
+        record.pid_start_time = Some(1);
+        write_atomic(&path.join(RECORD_FILE), &record).unwrap();
+        // The executor is gone; the runtime it started (here: flock holding the
+        // lock file) still has the lock for a moment.
+        drop(run);
+        let mut runtime = std::process::Command::new("flock")
+            .arg("--no-fork")
+            .arg(path.join(LOCK_FILE))
+            .args(["sleep", "60"])
+            .spawn()
+            .unwrap();
+        let lock = File::open(path.join(LOCK_FILE)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Ok(held) = Flock::lock(lock.try_clone().unwrap(), FlockArg::LockExclusiveNonblock)
+        {
+            drop(held);
+            assert!(std::time::Instant::now() < deadline, "flock never locked");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let gc = tokio::spawn({
+            let runs = runs.clone();
+            async move { runs.gc().await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!gc.is_finished(), "gc did not wait for the runtime");
+        runtime.kill().unwrap();
+        runtime.wait().unwrap();
+        let report = gc.await.unwrap();
+        assert_eq!(report.removed, vec![record.id.clone()], "{report:?}");
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn left_over_cgroups_named_after_the_container_are_removed() {
+        // A stand-in cgroup root: one v1-style controller directory, the v2 root,
+        // and a cgroup of another container that must stay.
+        let root = tempfile::tempdir().unwrap();
+        let id = "abc123";
+        for dir in [
+            "pids/abc123",
+            "abc123",
+            "memory/:youki:abc123",
+            "pids/other",
+        ] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        remove_cgroups(root.path(), id).await;
+        assert!(!root.path().join("pids/abc123").exists());
+        assert!(!root.path().join("abc123").exists());
+        assert!(!root.path().join("memory/:youki:abc123").exists());
+        assert!(root.path().join("pids/other").exists());
     }
 
     #[tokio::test]

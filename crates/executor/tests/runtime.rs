@@ -377,8 +377,8 @@ async fn gc_leaves_a_live_run_alone() {
 }
 
 /// CVE-2019-5736: the embedded runtime (whose binary the container's init runs
-/// until it execs the entrypoint) runs from a sealed in-memory copy of the
-/// executor, so nothing reachable through /proc/PID/exe can be written.
+/// until it execs the entrypoint) runs from a read-only view or a sealed in-memory
+/// copy of the executor, so nothing reachable through /proc/PID/exe can be written.
 #[tokio::test]
 async fn embedded_runtime_runs_from_a_sealed_copy_of_the_executor() {
     use std::io::Write;
@@ -403,11 +403,22 @@ async fn embedded_runtime_runs_from_a_sealed_copy_of_the_executor() {
         })
         .expect("the embedded runtime process");
     let exe = std::fs::read_link(format!("/proc/{runtime_pid}/exe")).unwrap();
+    // Either view: a detached read-only bind mount of the executor (as root, the
+    // usual case) or a sealed memfd copy.
+    let binary = std::fs::File::open(format!("/proc/{runtime_pid}/exe")).unwrap();
+    let read_only = nix::sys::statvfs::fstatvfs(&binary)
+        .unwrap()
+        .flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
     assert!(
-        exe.to_string_lossy().starts_with("/memfd:executor-runtime"),
+        read_only || exe.to_string_lossy().starts_with("/memfd:executor-runtime"),
         "runtime runs from {}",
         exe.display()
     );
+    // The executor's own binary must not be reachable as a path: the view's mount
+    // is detached (nothing in this mount namespace shows it).
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("/.exe-"), "{mounts}");
     let write = std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/proc/{runtime_pid}/exe"))

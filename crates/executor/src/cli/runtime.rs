@@ -63,7 +63,7 @@ pub fn run(_global: &GlobalArgs, args: Args) -> ExitCode {
             bundle,
             pid_file,
             id,
-        } => embedded::ensure_sealed()
+        } => embedded::ensure_sealed(root)
             .and_then(|()| embedded::run(root, id, bundle, pid_file))
             // Exit statuses are one byte; 128+N already fits for every signal.
             .map(|code| ExitCode::from((code & 0xff) as u8)),

@@ -7,6 +7,7 @@ use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The cgroup2 mount of a hybrid cgroup host, which crun refuses to work with.
@@ -24,6 +25,9 @@ pub struct CliRuntime {
     state_root: PathBuf,
     command_timeout: Duration,
     private_mount_ns: bool,
+    /// Embedded runtime: the read-only view of the executor binary that `run` is
+    /// spawned from (`None` when it cannot be made), open until this value drops.
+    exe_view: OnceLock<Option<Arc<std::fs::File>>>,
 }
 
 impl CliRuntime {
@@ -46,6 +50,7 @@ impl CliRuntime {
             state_root: state_root.to_path_buf(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             private_mount_ns,
+            exe_view: OnceLock::new(),
         }
     }
 
@@ -68,7 +73,11 @@ impl CliRuntime {
     }
 
     fn command(&self, verb: &str) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.program);
+        self.command_of(&self.program, verb)
+    }
+
+    fn command_of(&self, program: &Path, verb: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
         cmd.args(&self.prefix)
             .arg(&self.state_root)
             .arg(verb)
@@ -121,6 +130,32 @@ impl CliRuntime {
             });
         }
         Ok(output)
+    }
+}
+
+impl CliRuntime {
+    /// The embedded runtime's read-only view of the executor binary, made on first
+    /// use (see [`super::embedded::read_only_binary`]); `None` for other runtimes,
+    /// an overridden program, or when it cannot be made (the runtime then protects
+    /// itself by re-executing).
+    fn embedded_view(&self) -> Option<&Arc<std::fs::File>> {
+        let RuntimeKind::Embedded(exe) = &self.kind else {
+            return None;
+        };
+        if exe != &self.program {
+            return None;
+        }
+        self.exe_view
+            .get_or_init(|| {
+                super::embedded::read_only_binary(exe, &self.state_root)
+                    .inspect_err(|err| {
+                        let error = crate::report::error_chain(err);
+                        tracing::debug!(%error, "no read-only view of the executor binary");
+                    })
+                    .ok()
+                    .map(Arc::new)
+            })
+            .as_ref()
     }
 }
 
@@ -177,7 +212,15 @@ impl Runtime for CliRuntime {
     }
 
     fn run_command(&self, id: &str, bundle: &Path, pid_file: &Path) -> tokio::process::Command {
-        let mut cmd = self.command("run");
+        let mut cmd = match self.embedded_view() {
+            // The path resolves in the child before exec closes the (close-on-exec)
+            // fd. Saves the runtime's re-exec of itself from the view.
+            Some(view) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(view.as_ref());
+                self.command_of(Path::new(&format!("/proc/self/fd/{fd}")), "run")
+            }
+            None => self.command("run"),
+        };
         cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")

@@ -57,40 +57,136 @@ pub enum EmbeddedError {
 /// Name of the in-memory copy of the binary (shows in `/proc/PID/exe`).
 const SEALED_NAME: &std::ffi::CStr = c"executor-runtime";
 
-/// Makes sure this process runs from a sealed in-memory copy of its binary:
-/// returns at once if it already does, otherwise copies the binary into a sealed
-/// memfd and re-executes itself from it with the same arguments and environment
-/// (never returning on success).
+/// Makes sure this process runs from a binary that cannot be written through
+/// `/proc/self/exe`: returns at once if it already does, otherwise re-executes
+/// itself (same arguments and environment, never returning on success) from a
+/// read-only view of its binary, or failing that from a sealed in-memory copy.
 ///
 /// This defends against CVE-2019-5736: between its fork and its exec of the
 /// image's entrypoint, the container's init process is this binary, running inside
 /// the container; a hostile image could reach it through `/proc/self/exe` and
 /// overwrite the executor on the host, which every later run then executes as
-/// root. A sealed memfd has no file on the host behind it, and its seals forbid
-/// writing it. Call before anything creates a container; single-threaded only.
-pub fn ensure_sealed() -> Result<(), EmbeddedError> {
-    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-    use nix::sys::memfd::{MFdFlags, memfd_create};
-    use std::os::unix::ffi::OsStringExt;
-    let seal = |step| move |source| EmbeddedError::Seal { step, source };
-    let errno = |step| {
-        move |e: nix::Error| EmbeddedError::Seal {
-            step,
-            source: e.into(),
-        }
-    };
-
-    let mut exe = std::fs::File::open("/proc/self/exe").map_err(seal("open /proc/self/exe"))?;
-    let wanted = SealFlag::F_SEAL_SEAL
-        | SealFlag::F_SEAL_SHRINK
-        | SealFlag::F_SEAL_GROW
-        | SealFlag::F_SEAL_WRITE;
-    // A regular file has no seals (EINVAL); a memfd we made has all of them.
-    if let Ok(seals) = fcntl(&exe, FcntlArg::F_GET_SEALS)
-        && SealFlag::from_bits_truncate(seals).contains(wanted)
-    {
+/// root. Either view refuses that write:
+///
+/// - a read-only bind mount of the binary, detached from every mount tree right
+///   after it is opened (no path leads to it; a write through the fd or
+///   `/proc/PID/exe` fails with `EROFS`, and the container cannot remount what is
+///   not in its mount namespace). It costs a few syscalls. It needs
+///   `CAP_SYS_ADMIN` and a scratch file at `scratch` (an empty file is created
+///   and removed there);
+/// - a sealed memfd copy: no file on the host behind it, and its seals forbid
+///   writing. It copies the whole binary for every run (tens of MB), so it is
+///   only the fallback.
+///
+/// A binary on a read-only mount is already safe and runs as is. Call before
+/// anything creates a container; single-threaded only.
+pub fn ensure_sealed(scratch: &Path) -> Result<(), EmbeddedError> {
+    let exe = std::fs::File::open("/proc/self/exe").map_err(seal("open /proc/self/exe"))?;
+    if is_read_only(&exe) || is_sealed(&exe) {
         return Ok(());
     }
+    let view = match read_only_view(&exe, scratch) {
+        Ok(view) => view,
+        // Not privileged enough to mount (or mounts are refused): pay for the copy.
+        Err(_) => sealed_copy(exe)?,
+    };
+    reexec(&view)
+}
+
+/// Opens `exe` (the executor binary) as [`ensure_sealed`] would re-execute it:
+/// through a detached read-only bind mount, or as is when it already lies on a
+/// read-only mount. The executor spawns `executor runtime run` from this file
+/// (`/proc/self/fd/N`), so that the runtime starts protected and skips its own
+/// re-exec. Needs `CAP_SYS_ADMIN`; `scratch` as for [`ensure_sealed`].
+pub fn read_only_binary(exe: &Path, scratch: &Path) -> Result<std::fs::File, EmbeddedError> {
+    let file = std::fs::File::open(exe).map_err(seal("open the executor binary"))?;
+    if is_read_only(&file) {
+        return Ok(file);
+    }
+    read_only_view(&file, scratch)
+}
+
+fn seal(step: &'static str) -> impl FnOnce(std::io::Error) -> EmbeddedError {
+    move |source| EmbeddedError::Seal { step, source }
+}
+
+fn errno(step: &'static str) -> impl FnOnce(nix::Error) -> EmbeddedError {
+    move |e| EmbeddedError::Seal {
+        step,
+        source: e.into(),
+    }
+}
+
+const WANTED_SEALS: nix::fcntl::SealFlag = nix::fcntl::SealFlag::F_SEAL_SEAL
+    .union(nix::fcntl::SealFlag::F_SEAL_SHRINK)
+    .union(nix::fcntl::SealFlag::F_SEAL_GROW)
+    .union(nix::fcntl::SealFlag::F_SEAL_WRITE);
+
+/// Whether `file` is on a read-only mount (our detached view, or a read-only
+/// root file system as a hardened pod has).
+fn is_read_only(file: &std::fs::File) -> bool {
+    nix::sys::statvfs::fstatvfs(file)
+        .is_ok_and(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
+/// Whether `file` is a memfd with all our seals (a regular file has none: EINVAL).
+fn is_sealed(file: &std::fs::File) -> bool {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    fcntl(file, FcntlArg::F_GET_SEALS)
+        .is_ok_and(|seals| SealFlag::from_bits_truncate(seals).contains(WANTED_SEALS))
+}
+
+/// Opens `exe` through a read-only bind mount that is detached before this
+/// returns; the scratch mount point is removed whatever happens.
+fn read_only_view(exe: &std::fs::File, scratch: &Path) -> Result<std::fs::File, EmbeddedError> {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(scratch).map_err(seal("create the scratch directory"))?;
+    let target = scratch.join(format!(".exe-{}", std::process::id()));
+    std::fs::File::create(&target).map_err(seal("create the mount point"))?;
+    let source = PathBuf::from(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    let opened = (|| {
+        mount(
+            Some(&source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(errno("bind-mount the binary"))?;
+        let view = (|| {
+            // A bind mount takes the read-only flag only on a remount.
+            mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(errno("remount the binary read-only"))?;
+            let view = std::fs::File::open(&target).map_err(seal("open the read-only binary"))?;
+            // Defends against a mount that did not take the flag (say, a kernel
+            // or LSM ignoring it): then the copy it is.
+            if !is_read_only(&view) {
+                return Err(EmbeddedError::Seal {
+                    step: "check the read-only binary",
+                    source: std::io::Error::other("the bind mount is writable"),
+                });
+            }
+            Ok(view)
+        })();
+        // Detached: no path leads to the view any more; the open fd keeps it alive.
+        umount2(&target, MntFlags::MNT_DETACH).map_err(errno("detach the binary's mount"))?;
+        view
+    })();
+    let _ = std::fs::remove_file(&target);
+    opened
+}
+
+/// Copies `exe` into a sealed memfd.
+fn sealed_copy(mut exe: std::fs::File) -> Result<std::fs::File, EmbeddedError> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
     // Close-on-exec: the copy must not leak into the container as an open fd.
     let memfd = memfd_create(
         SEALED_NAME,
@@ -99,7 +195,13 @@ pub fn ensure_sealed() -> Result<(), EmbeddedError> {
     .map_err(errno("memfd_create"))?;
     let mut copy = std::fs::File::from(memfd);
     std::io::copy(&mut exe, &mut copy).map_err(seal("copy the binary"))?;
-    fcntl(&copy, FcntlArg::F_ADD_SEALS(wanted)).map_err(errno("add seals"))?;
+    fcntl(&copy, FcntlArg::F_ADD_SEALS(WANTED_SEALS)).map_err(errno("add seals"))?;
+    Ok(copy)
+}
+
+/// Re-executes this process from `binary` with the same arguments and environment.
+fn reexec(binary: &std::fs::File) -> Result<(), EmbeddedError> {
+    use std::os::unix::ffi::OsStringExt;
     let cstring = |bytes: Vec<u8>| {
         std::ffi::CString::new(bytes).map_err(|e| EmbeddedError::Seal {
             step: "pass arguments",
@@ -118,7 +220,7 @@ pub fn ensure_sealed() -> Result<(), EmbeddedError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     // fexecve works on a close-on-exec fd for an ELF binary (not for a script).
-    let never = nix::unistd::fexecve(&copy, &args, &env).map_err(errno("fexecve"))?;
+    let never = nix::unistd::fexecve(binary, &args, &env).map_err(errno("fexecve"))?;
     match never {}
 }
 
@@ -296,6 +398,49 @@ fn parse_signal(value: &str) -> Result<libcontainer::signal::Signal, EmbeddedErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Opening the view's binary for writing, as a container would through
+    /// `/proc/self/exe` (here: through the fd's magic link).
+    fn writable(file: &std::fs::File) -> bool {
+        use std::os::fd::AsRawFd;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .is_ok()
+    }
+
+    #[test]
+    fn the_read_only_view_cannot_be_written_and_leaves_no_mount() {
+        let scratch = tempfile::tempdir().unwrap();
+        // A binary that is not running: a running one refuses writes anyway
+        // (ETXTBSY), which would hide a writable view.
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("executor");
+        std::fs::write(&binary, b"\x7fELF not really").unwrap();
+        let exe = std::fs::File::open(&binary).unwrap();
+        assert!(writable(&exe), "the file itself is writable");
+        let view = read_only_view(&exe, scratch.path()).unwrap();
+        assert!(is_read_only(&view));
+        assert!(!writable(&view), "the view is writable");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let scratch_path = scratch.path().to_str().unwrap();
+        assert!(!mounts.contains(scratch_path), "{mounts}");
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &view, &mut bytes).unwrap();
+        assert_eq!(bytes, std::fs::read(&binary).unwrap());
+    }
+
+    #[test]
+    fn the_sealed_copy_cannot_be_written() {
+        let exe = std::fs::File::open("/proc/self/exe").unwrap();
+        let size = exe.metadata().unwrap().len();
+        let copy = sealed_copy(exe).unwrap();
+        assert!(is_sealed(&copy));
+        assert_eq!(copy.metadata().unwrap().len(), size);
+        use std::io::Write;
+        assert!((&copy).write_all(b"x").is_err(), "the copy is writable");
+    }
 
     #[test]
     fn signals_parse_by_name_short_name_and_number() {
