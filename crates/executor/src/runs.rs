@@ -506,39 +506,7 @@ fn remove_dir(dir: &Path) -> Result<(), RunsError> {
     }
 }
 
-/// While alive, processes the executor starts inherit the run's lock (see
-/// [`RunDir::share_lock_with_children`]).
-#[derive(Debug)]
-pub struct SharedLock<'a> {
-    lock: std::os::fd::BorrowedFd<'a>,
-}
-
-impl Drop for SharedLock<'_> {
-    fn drop(&mut self) {
-        let _ = nix::fcntl::fcntl(
-            self.lock,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-    }
-}
-
 impl RunDir {
-    /// Lets child processes started until the returned guard drops inherit the
-    /// run's lock (clears close-on-exec on it), so that the run stays live for gc
-    /// as long as the runtime the executor started lives, even after the executor
-    /// died. Runtimes close inherited descriptors before they execute the
-    /// container's process, so the runner never holds it.
-    pub fn share_lock_with_children(&self) -> Result<SharedLock<'_>, RunsError> {
-        use std::os::fd::AsFd;
-        let lock = self._lock.as_fd();
-        nix::fcntl::fcntl(
-            lock,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        )
-        .map_err(|errno| io("share the lock of", &self.path)(errno.into()))?;
-        Ok(SharedLock { lock })
-    }
-
     /// The run ID.
     pub fn id(&self) -> &str {
         &self.record.id
