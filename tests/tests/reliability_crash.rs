@@ -378,8 +378,11 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
                     })
                     .filter_map(|e| e.ok().map(|e| e.file_name()))
                     .collect();
-                let gc = fx
-                    .command(&["--log-level", "debug", "gc"])
+                // Not fx.command: it already sets --log-level, which may be given once.
+                let gc = Command::new(executor_bin().unwrap())
+                    .arg("--root")
+                    .arg(fx.root())
+                    .args(["--log-level", "debug", "gc"])
                     .output()
                     .unwrap();
                 panic!(
