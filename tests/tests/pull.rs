@@ -836,3 +836,46 @@ async fn token_protected_registry_gets_a_bearer_token() {
     assert_pulled(&store, &record, &built);
     assert!(registry.token_server().unwrap().issued() > issued_before);
 }
+
+#[test]
+fn registries_conf_marks_a_registry_insecure() {
+    let registry = Registry::start().unwrap();
+    let (_layout, built) = push_busybox(&registry, "conf/app:v1");
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/conf/app:v1", registry.addr());
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("registries.conf");
+    let conf_arg = conf.to_str().unwrap();
+    let pull = |root: &Path| executor(root, &["pull", &image, "--registries-conf", conf_arg]);
+
+    // Another registry is insecure, not this one: HTTPS, which it cannot answer.
+    std::fs::write(
+        &conf,
+        "[[registry]]\nlocation = \"quay.io\"\ninsecure = true\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = pull(root.path());
+    assert_eq!(code, 125, "{stderr}");
+
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            registry.addr()
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = pull(root.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), built.digest);
+
+    std::fs::write(&conf, "[[registry]\n").unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = pull(fresh.path());
+    assert_eq!(code, 125, "{stderr}");
+    assert!(
+        stderr.contains("invalid registries configuration") && stderr.contains(conf_arg),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

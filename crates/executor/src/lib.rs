@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod pack;
 pub mod pull;
 pub mod reference;
+pub mod registries_conf;
 pub mod snapshot;
 pub mod source;
 pub mod store;

@@ -23,6 +23,11 @@ pub struct RegistryArgs {
         value_delimiter = ','
     )]
     pub insecure_registries: Vec<String>,
+    /// `containers-registries.conf` file whose `insecure = true` registries are reached
+    /// over plain HTTP too; default: `/etc/containers/registries.conf` and the user's
+    /// `~/.config/containers/registries.conf`.
+    #[arg(long, value_name = "FILE", env = "CONTAINERS_REGISTRIES_CONF")]
+    pub registries_conf: Option<PathBuf>,
     /// Auth file (podman's auth.json or docker's config.json) to read credentials from
     /// before `REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` and
     /// `~/.docker/config.json`.
@@ -37,18 +42,28 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// The library's pull options for these flags.
-    pub fn pull_options(&self) -> PullOptions {
-        PullOptions {
+    /// The library's pull options for these flags and the registries configuration.
+    pub fn pull_options(&self) -> anyhow::Result<PullOptions> {
+        let conf_paths = match &self.registries_conf {
+            Some(path) => vec![path.clone()],
+            None => executor::registries_conf::default_paths(),
+        };
+        let mut insecure_registries = self.insecure_registries.clone();
+        for registry in executor::registries_conf::insecure_registries(&conf_paths)? {
+            if !insecure_registries.contains(&registry) {
+                insecure_registries.push(registry);
+            }
+        }
+        Ok(PullOptions {
             platform: self.platform.clone(),
             registry: RegistryOptions {
-                insecure_registries: self.insecure_registries.clone(),
+                insecure_registries,
                 auth_file: self.authfile.clone(),
                 cert_dir: self.cert_dir.clone(),
                 ..RegistryOptions::default()
             },
             ..PullOptions::default()
-        }
+        })
     }
 }
 
@@ -66,7 +81,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let source = ImageSource::parse(&args.image)?;
     let store = Store::open(&global.root)
         .with_context(|| format!("while opening the store at {}", global.root.display()))?;
-    let opts = args.registry.pull_options();
+    let opts = args.registry.pull_options()?;
     let record = super::block_on(pull(&store, &source, &opts))??;
     println!("{}", record.manifest_digest);
     Ok(ExitCode::SUCCESS)

@@ -203,7 +203,7 @@ fn image_bundle(global: &GlobalArgs, args: &Args, image: &str) -> anyhow::Result
             PullPolicy::Missing => executor::run::PullPolicy::Missing,
             PullPolicy::Never => executor::run::PullPolicy::Never,
         },
-        pull_options: args.registry.pull_options(),
+        pull_options: args.registry.pull_options()?,
         bundle,
     })
 }
