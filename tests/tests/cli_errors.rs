@@ -809,7 +809,6 @@ fn usage_errors_exit_125_in_one_line() {
 }
 
 #[test]
-#[ignore = "BUG: the status file error names the reporter's temp file (/nonexistent/dir/.tmpXXXX), and the runner already ran (report.rs)"]
 fn status_reporter_error_names_only_the_status_file() {
     let fx = fixture();
     fx.check_all(&[Case {
@@ -841,7 +840,6 @@ fn runtime_start_failure_is_one_line_naming_the_cause() {
 }
 
 #[test]
-#[ignore = "BUG: a --mount source that does not exist is not checked before the run: runc logs its own line, and neither runc nor the embedded runtime error names the mount (cli/run.rs)"]
 fn mount_with_missing_source_fails_cleanly() {
     let fx = fixture();
     fx.check_all(&[

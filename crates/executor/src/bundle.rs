@@ -510,6 +510,12 @@ fn check_options(opts: &BundleOptions) -> Result<(), BundleError> {
                 format!("destination {} is not absolute", m.destination.display()),
             );
         }
+        if let Err(e) = fs::metadata(&m.source) {
+            return invalid(
+                "mounts",
+                format!("source {} is not usable: {e}", m.source.display()),
+            );
+        }
     }
     if opts.memory_limit.is_some_and(|m| m <= 0) {
         return invalid("memory_limit", "must be positive".to_owned());

@@ -249,9 +249,12 @@ impl Reporter {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let err = |source| ReportError::Write {
+    // tempfile's errors name its temp file; the user knows only `path`.
+    let err = |source: std::io::Error| ReportError::Write {
         path: path.to_path_buf(),
-        source,
+        source: source
+            .raw_os_error()
+            .map_or(source, std::io::Error::from_raw_os_error),
     };
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,

@@ -97,7 +97,18 @@ impl ProcessArgs {
         opts.mounts = self
             .mounts
             .iter()
-            .map(|m| parse_mount(m))
+            .map(|m| {
+                let mount = parse_mount(m)?;
+                // Checked here, before anything is pulled or created: the runtimes only
+                // fail later, with messages that do not name the mount.
+                if let Err(e) = std::fs::metadata(&mount.source) {
+                    bail!(
+                        "--mount {m:?}: source {} is not usable: {e}",
+                        mount.source.display()
+                    );
+                }
+                Ok(mount)
+            })
             .collect::<anyhow::Result<_>>()?;
         opts.kubeconfig = self.kubeconfig.clone();
         opts.hostname = self.hostname.clone();

@@ -153,7 +153,22 @@ async fn reporter(
     Ok(match kind {
         ReporterKind::None => Reporter::None,
         ReporterKind::Stdout => Reporter::Stdout,
-        ReporterKind::File(path) => Reporter::File(path),
+        ReporterKind::File(path) => {
+            // Checked before the runner runs: a status that cannot be written after a
+            // long run is a failure found too late.
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => std::path::Path::new("."),
+            };
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "--status-reporter file:{}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                );
+            }
+            Reporter::File(path)
+        }
         ReporterKind::K8sSecret => {
             let context = context.context("--status-reporter k8s-secret needs --context")?;
             let reporter = match kubeconfig {
