@@ -5,26 +5,12 @@
 //! store whose blobs all hash to their names.
 
 use integration_tests::{
-    Compression, ImageSpec, ManifestFormat, Registry, busybox_layer, executor_bin, push_layout,
-    verify_store, write_image,
+    Compression, ImageSpec, ManifestFormat, RUNNER_CONTEXT, Registry, busybox_layer, executor_bin,
+    push_layout, verify_store, write_image,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const CONTEXT: &str = "\
-name: action-1
-dryRun: true
-timeout: 10m
-platform:
-  namespace: default
-  serviceAccountName: runner
-  ownerRef:
-    apiVersion: core.capact.io/v1alpha1
-    kind: Action
-    name: action-1
-    uid: 7d3c1f2e
-";
 
 /// Input files, an OCI layout (`v1`: busybox running `true`; `hostile`: a layer with
 /// `../` entries), three broken copies of it (`tampered-layout`, `truncated-index`,
@@ -103,16 +89,16 @@ fn fixture() -> Fixture {
     }
 
     let files = [
-        ("context.yaml", CONTEXT.to_owned()),
+        ("context.yaml", RUNNER_CONTEXT.to_owned()),
         ("args.yaml", "workflow: {}\n".to_owned()),
         ("malformed.yaml", "name: [unclosed\n".to_owned()),
         (
             "wrong-type.yaml",
-            CONTEXT.replace("dryRun: true", "dryRun: maybe"),
+            RUNNER_CONTEXT.replace("dryRun: true", "dryRun: maybe"),
         ),
         (
             "bad-duration.yaml",
-            CONTEXT.replace("timeout: 10m", "timeout: ten minutes"),
+            RUNNER_CONTEXT.replace("timeout: 10m", "timeout: ten minutes"),
         ),
         ("not-yaml.yaml", "\tworkflow: : :\n- x\n".to_owned()),
         (

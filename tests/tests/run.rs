@@ -3,8 +3,8 @@
 //! policies against a registry that is gone.
 
 use integration_tests::{
-    Compression, ImageSpec, ManifestFormat, Registry, busybox_layer, executor_bin, push_layout,
-    write_image,
+    Compression, ImageSpec, ManifestFormat, RUNNER_CONTEXT, Registry, busybox_layer, executor_bin,
+    push_layout, write_image,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,20 +13,6 @@ use std::process::{Command, Output};
 /// and nothing else on PATH), writes an artifact and a status, exits 3.
 const SCRIPT: &str = "while read -r line; do echo \"$line\"; done < \"$RUNNER_CONTEXT_PATH\"; \
     echo 42 > /out/answer; echo '{\"phase\":\"done\"}' > \"$RUNNER_STATUS_PATH\"; exit 3";
-
-const CONTEXT: &str = "\
-name: action-1
-dryRun: true
-timeout: 10m
-platform:
-  namespace: default
-  serviceAccountName: runner
-  ownerRef:
-    apiVersion: core.capact.io/v1alpha1
-    kind: Action
-    name: action-1
-    uid: 7d3c1f2e
-";
 
 struct Fixture {
     registry: Registry,
@@ -53,7 +39,7 @@ fn fixture() -> Fixture {
         None,
     )
     .unwrap();
-    std::fs::write(dir.path().join("context.yaml"), CONTEXT).unwrap();
+    std::fs::write(dir.path().join("context.yaml"), RUNNER_CONTEXT).unwrap();
     std::fs::write(dir.path().join("args.yaml"), "workflow: {}\n").unwrap();
     let image = format!("{}/runners/test:v1", registry.addr());
     Fixture {
