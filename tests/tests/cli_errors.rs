@@ -807,8 +807,9 @@ fn status_reporter_error_names_only_the_status_file() {
     }]);
 }
 
+/// The runtime's own error output (runc's logrus line, crun's message, youki's
+/// report) becomes the reason in the executor's one line, not a second line.
 #[test]
-#[ignore = "BUG: a runc/crun start failure (missing entrypoint) prints the runtime's own log line, then an error that does not say why (runtime/cli_runtime.rs)"]
 fn runtime_start_failure_is_one_line_naming_the_cause() {
     let fx = fixture();
     fx.check_all(&[
@@ -820,6 +821,26 @@ fn runtime_start_failure_is_one_line_naming_the_cause() {
         case(
             "crun-missing-entrypoint",
             run_args!(runtime = "crun", "{layout}", "--entrypoint", "/no/such/cmd"),
+            &["/no/such/cmd"],
+        ),
+        case(
+            "youki-missing-entrypoint",
+            run_args!(
+                runtime = "youki",
+                "{layout}",
+                "--entrypoint",
+                "/no/such/cmd"
+            ),
+            &["/no/such/cmd"],
+        ),
+        case(
+            "embedded-missing-entrypoint",
+            run_args!(
+                runtime = "embedded",
+                "{layout}",
+                "--entrypoint",
+                "/no/such/cmd"
+            ),
             &["/no/such/cmd"],
         ),
     ]);

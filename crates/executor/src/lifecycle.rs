@@ -1,27 +1,47 @@
-//! Runs one container from a prepared bundle to completion.
+//! Runs one container from a prepared bundle to completion, through the OCI
+//! lifecycle: `create`, `start`, wait, `delete`.
 //!
-//! create + start + wait happen in one foreground `run` of the runtime, whose exit
-//! status is the container's. A timeout or a stop request (the executor got
-//! SIGINT/SIGTERM) sends SIGTERM to the container, waits the grace period, then
-//! sends SIGKILL; a second request skips the rest of the grace period. Whatever happens, the container is deleted from the runtime
-//! before [`run_container`] returns.
+//! The executor makes itself a child subreaper, so that when the runtime's create
+//! command exits, the container's init process is re-parented to the executor
+//! rather than to the system's init; the executor then waits for it through a
+//! pidfd and reads its exit status (128+N when signal N killed it).
+//!
+//! The container's stdout is the executor's own. Its stderr passes through a pipe
+//! the executor relays, because the runtime writes its own errors to the same
+//! stderr: whatever arrives before the create command exits (the init process
+//! waits for `start` until then) is the runtime's, and becomes the one-line reason
+//! of a failed create instead of noise on the user's terminal.
+//!
+//! A timeout or a stop request (the executor got SIGINT/SIGTERM) sends SIGTERM to
+//! the container, waits the grace period, then sends SIGKILL; a second request
+//! skips the rest of the grace period. A stop before the container started skips
+//! the start. Whatever happens, the container is deleted from the runtime before
+//! [`run_container`] returns.
 
 use crate::report::error_chain;
-use crate::runtime::{Runtime, RuntimeError, exit_code};
+use crate::runtime::{Runtime, RuntimeError, runtime_message};
 use nix::sys::signal::Signal;
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime};
-use tokio::process::Child;
+use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How long to wait for the runtime to report the container's exit after SIGKILL
-/// before killing the runtime process itself.
+/// How long to wait for the container to exit after SIGKILL through the runtime
+/// before killing its init process directly.
 const AFTER_KILL_WAIT: Duration = Duration::from_secs(10);
 
-/// How often to retry SIGTERM while the runtime is still creating the container.
-const SIGNAL_RETRY: Duration = Duration::from_millis(100);
+/// How long the runtime's create command may go on after a stop request before it
+/// is killed.
+const CREATE_AFTER_STOP: Duration = Duration::from_secs(10);
+
+/// How long to wait, once the container exited, for the rest of its stderr (a
+/// process outside the container holding the pipe must not hold up the run).
+const STDERR_DRAIN: Duration = Duration::from_secs(1);
 
 /// Why a container could not be run.
 #[derive(Debug, thiserror::Error)]
@@ -35,22 +55,26 @@ pub enum LifecycleError {
         /// The error from `exec`.
         source: std::io::Error,
     },
-    /// The runtime exited before it created the container (bad bundle, runtime
-    /// failure); its own error message went to stderr.
-    #[error("runtime {runtime} failed to create container {id} (exit code {exit_code})")]
+    /// The runtime failed to create or start the container (bad bundle, missing
+    /// entrypoint, runtime failure): the user process never ran.
+    #[error("runtime {runtime} failed to {verb} container {id}: {message}")]
     NotStarted {
         /// Runtime name.
         runtime: String,
+        /// `create` or `start`.
+        verb: &'static str,
         /// The container ID.
         id: String,
-        /// The runtime's exit code.
-        exit_code: i32,
+        /// Why, in the runtime's words (one line).
+        message: String,
     },
-    /// Waiting for the runtime process failed.
-    #[error("cannot wait for runtime {runtime}")]
+    /// Setting the executor up to wait for the container failed.
+    #[error("cannot wait for container {id} ({step})")]
     Wait {
-        /// Runtime name.
-        runtime: String,
+        /// The container ID.
+        id: String,
+        /// What failed.
+        step: &'static str,
         /// The I/O error.
         source: std::io::Error,
     },
@@ -171,9 +195,10 @@ impl Exit {
 /// The container's stdout and stderr are this process's (live, no buffering); its
 /// stdin is empty. The runtime runs in its own process group, so a Ctrl-C at a
 /// terminal reaches only the executor, which then stops the container through
-/// `stop` (see [`Stop`]). `pid_file` must not exist yet: its appearance tells
-/// that the runtime created the container (a runtime that exits without writing
-/// it failed, which is [`LifecycleError::NotStarted`], not a runner exit code).
+/// `stop` (see [`Stop`]). `pid_file` receives the container's host pid.
+///
+/// Makes this process a child subreaper (for good: other children's orphans are
+/// re-parented to it too from then on).
 pub async fn run_container(
     runtime: &dyn Runtime,
     id: &str,
@@ -182,8 +207,14 @@ pub async fn run_container(
     opts: &LifecycleOptions,
     stop: &Stop,
 ) -> Result<Exit, LifecycleError> {
-    let result = drive(runtime, id, bundle, pid_file, opts, stop).await;
+    let mut init = None;
+    let result = drive(runtime, id, bundle, pid_file, opts, stop, &mut init).await;
     let cleanup = runtime.delete(id).await;
+    // The init process was left a zombie (waited for with WNOWAIT) until the
+    // runtime deleted the container, so that its pid could not be reused meanwhile.
+    if let Some(init) = init {
+        init.reap().await;
+    }
     match (result, cleanup) {
         (Ok(exit), Ok(())) => Ok(exit),
         (Ok(exit), Err(source)) => Err(LifecycleError::Cleanup {
@@ -206,48 +237,135 @@ async fn drive(
     pid_file: &Path,
     opts: &LifecycleOptions,
     stop: &Stop,
+    init: &mut Option<InitProcess>,
 ) -> Result<Exit, LifecycleError> {
-    let mut cmd = runtime.run_command(id, bundle, pid_file);
-    cmd.stdin(Stdio::null()).process_group(0);
+    let wait_error = |step| {
+        move |source| LifecycleError::Wait {
+            id: id.to_owned(),
+            step,
+            source,
+        }
+    };
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| wait_error("become a child subreaper")(e.into()))?;
     let started_at = SystemTime::now();
-    let mut child = cmd.spawn().map_err(|source| LifecycleError::Spawn {
-        runtime: runtime.name().to_owned(),
-        source,
-    })?;
-    tracing::info!(container = id, runtime = runtime.name(), "runtime started");
-
+    let deadline = opts.timeout.map(|after| Instant::now() + after);
     let timeout = async {
-        match opts.timeout {
-            Some(after) => tokio::time::sleep(after).await,
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
             None => std::future::pending().await,
         }
     };
-    let reason = tokio::select! {
-        status = child.wait() => Err(status),
-        () = timeout => Ok(StopReason::Timeout),
-        () = stop.requested() => Ok(StopReason::Interrupted),
+    tokio::pin!(timeout);
+    let stopped_before_start = |reason| Exit {
+        // As if SIGTERM had stopped it: the user process never ran.
+        exit_code: 128 + Signal::SIGTERM as i32,
+        stopped: Some(reason),
+        started_at,
+        finished_at: SystemTime::now(),
     };
-    let (status, stopped) = match reason {
-        Err(status) => (status, None),
-        Ok(reason) => {
-            tracing::warn!(container = id, ?reason, "stopping container");
-            let status = stop_container(runtime, id, &mut child, opts.stop_timeout, stop).await;
-            (status, Some(reason))
-        }
-    };
-    let status = status.map_err(|source| LifecycleError::Wait {
+
+    // create
+    let (stderr_read, stderr_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| wait_error("pipe")(e.into()))?;
+    let mut cmd = runtime.create_command(id, bundle, pid_file);
+    cmd.stdin(Stdio::null())
+        .stderr(Stdio::from(stderr_write))
+        .process_group(0);
+    let mut create = cmd.spawn().map_err(|source| LifecycleError::Spawn {
         runtime: runtime.name().to_owned(),
         source,
     })?;
-    let finished_at = SystemTime::now();
-    let code = exit_code(status);
-    if !pid_file.exists() && stopped.is_none() {
+    // The command holds the pipe's write end: drop it so that the relay sees the
+    // end of the container's stderr.
+    drop(cmd);
+    tracing::debug!(container = id, runtime = runtime.name(), "creating");
+    let (create_status, stopped) = tokio::select! {
+        status = create.wait() => (Some(status), None),
+        () = &mut timeout => (None, Some(StopReason::Timeout)),
+        () = stop.requested() => (None, Some(StopReason::Interrupted)),
+    };
+    let create_status = match create_status {
+        Some(status) => status,
+        None => {
+            tracing::warn!(container = id, reason = ?stopped, "stop requested while creating");
+            tokio::select! {
+                status = create.wait() => status,
+                () = tokio::time::sleep(CREATE_AFTER_STOP) => {
+                    tracing::warn!(container = id, "runtime create does not exit, killing it");
+                    let _ = create.start_kill();
+                    create.wait().await
+                }
+            }
+        }
+    }
+    .map_err(wait_error("wait for the runtime's create"))?;
+    // Until start, nothing in the container writes: all that is in the pipe now is
+    // the runtime's.
+    let said = drain(&stderr_read);
+    if !create_status.success() {
+        if let Some(reason) = stopped {
+            return Ok(stopped_before_start(reason));
+        }
         return Err(LifecycleError::NotStarted {
             runtime: runtime.name().to_owned(),
+            verb: "create",
             id: id.to_owned(),
-            exit_code: code,
+            message: runtime_message(&said),
         });
     }
+    for line in said.lines().filter(|l| !l.trim().is_empty()) {
+        tracing::warn!(container = id, runtime = runtime.name(), "runtime: {line}");
+    }
+    let pid = read_pid(pid_file).map_err(wait_error("read the pid file"))?;
+    let process =
+        &*init.insert(InitProcess::open(pid).map_err(wait_error("open the init process"))?);
+    if let Some(reason) = stopped.or(stop.is_requested().then_some(StopReason::Interrupted)) {
+        return Ok(stopped_before_start(reason));
+    }
+    let relay = relay_stderr(stderr_read);
+    let exited = process.exited();
+
+    // start
+    if let Err(err) = runtime.start(id).await {
+        let message = match &err {
+            RuntimeError::Failed { stderr, .. } => runtime_message(stderr),
+            other => error_chain(other),
+        };
+        return Err(LifecycleError::NotStarted {
+            runtime: runtime.name().to_owned(),
+            verb: "start",
+            id: id.to_owned(),
+            message,
+        });
+    }
+    tracing::info!(
+        container = id,
+        runtime = runtime.name(),
+        pid,
+        "container started"
+    );
+
+    // wait
+    tokio::pin!(exited);
+    let stop_reason = tokio::select! {
+        status = &mut exited => Err(status),
+        () = &mut timeout => Ok(StopReason::Timeout),
+        () = stop.requested() => Ok(StopReason::Interrupted),
+    };
+    let (status, stopped) = match stop_reason {
+        Err(status) => (status, None),
+        Ok(reason) => {
+            tracing::warn!(container = id, ?reason, "stopping container");
+            let status =
+                stop_container(runtime, id, process, exited, opts.stop_timeout, stop).await;
+            (status, Some(reason))
+        }
+    };
+    let code = status.map_err(wait_error("wait for the init process"))?;
+    let finished_at = SystemTime::now();
+    // The rest of what the container wrote to stderr, before anything else is said.
+    let _ = tokio::time::timeout(STDERR_DRAIN, relay).await;
     tracing::info!(container = id, exit_code = code, "container exited");
     Ok(Exit {
         exit_code: code,
@@ -257,37 +375,22 @@ async fn drive(
     })
 }
 
-/// SIGTERM, the grace period, SIGKILL; returns the runtime's exit status, which is
-/// the container's.
+/// SIGTERM, the grace period, SIGKILL; returns the container's exit code.
 async fn stop_container(
     runtime: &dyn Runtime,
     id: &str,
-    child: &mut Child,
+    process: &InitProcess,
+    mut exited: std::pin::Pin<&mut impl Future<Output = std::io::Result<i32>>>,
     grace: Duration,
     stop: &Stop,
-) -> std::io::Result<ExitStatus> {
-    let deadline = Instant::now() + grace;
-    // The runtime may still be creating the container: retry until it takes the
-    // signal, the container is gone or the grace period is over.
-    loop {
-        match runtime.kill(id, Signal::SIGTERM).await {
-            Ok(()) => break,
-            Err(err) => {
-                if let Some(status) = child.try_wait()? {
-                    return Ok(status);
-                }
-                if Instant::now() >= deadline || stop.now.is_cancelled() {
-                    let error = error_chain(&err);
-                    tracing::warn!(container = id, %error, "cannot send SIGTERM");
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(SIGNAL_RETRY).await;
+) -> std::io::Result<i32> {
+    if let Err(err) = runtime.kill(id, Signal::SIGTERM).await {
+        let error = error_chain(&err);
+        tracing::warn!(container = id, %error, "cannot send SIGTERM");
     }
     tokio::select! {
-        status = child.wait() => return status,
-        () = tokio::time::sleep_until(deadline) => {
+        code = &mut exited => return code,
+        () = tokio::time::sleep(grace) => {
             tracing::warn!(container = id, ?grace, "grace period over, sending SIGKILL");
         }
         () = stop.killed() => tracing::warn!(container = id, "kill requested, sending SIGKILL"),
@@ -297,14 +400,169 @@ async fn stop_container(
         tracing::warn!(container = id, %error, "cannot send SIGKILL");
     }
     tokio::select! {
-        status = child.wait() => return status,
+        code = &mut exited => return code,
         () = tokio::time::sleep(AFTER_KILL_WAIT) => {}
     }
-    // The runtime itself hangs; kill it. Deleting the container afterwards (with
-    // --force) kills whatever is left of it.
-    tracing::warn!(container = id, "runtime does not exit, killing it");
-    child.start_kill()?;
-    child.wait().await
+    // The runtime cannot kill it; deleting the container afterwards (with --force)
+    // kills whatever is left in its cgroup.
+    tracing::warn!(
+        container = id,
+        "container does not die, killing its init process"
+    );
+    process.kill();
+    exited.await
+}
+
+/// Reads what is in the pipe now, without waiting for more.
+fn drain(pipe: &OwnedFd) -> String {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let mut said = Vec::new();
+    let Ok(flags) = fcntl(pipe, FcntlArg::F_GETFL) else {
+        return String::new();
+    };
+    let flags = OFlag::from_bits_truncate(flags);
+    if fcntl(pipe, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).is_ok() {
+        let mut buf = [0u8; 4096];
+        // Stops at EAGAIN (empty), at EOF and at a runtime that says too much.
+        while said.len() < 64 * 1024 {
+            match nix::unistd::read(pipe, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => said.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = fcntl(pipe, FcntlArg::F_SETFL(flags));
+    }
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+/// Copies the container's stderr to this process's stderr as it comes, on a
+/// thread of its own (a blocked read holds no runtime thread); the returned future
+/// resolves at the end of the stream.
+fn relay_stderr(pipe: OwnedFd) -> impl Future<Output = ()> {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("container-stderr".into())
+        .spawn(move || {
+            let mut pipe = std::fs::File::from(pipe);
+            let mut buf = [0u8; 8192];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        // Nobody to tell if our own stderr is gone; keep draining so
+                        // that the container does not block on a full pipe.
+                        // (Locked per write: the executor logs to stderr too.)
+                        let _ = std::io::Write::write_all(&mut std::io::stderr(), &buf[..n]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            drop(done);
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot relay the container's stderr");
+    }
+    async move {
+        let _ = finished.await;
+    }
+}
+
+fn read_pid(pid_file: &Path) -> std::io::Result<i32> {
+    let text = std::fs::read_to_string(pid_file)?;
+    text.trim()
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("{:?} is not a pid", text.trim())))
+}
+
+/// The container's init process, a child of this process (re-parented to it as
+/// a subreaper), held through a pidfd so that its pid cannot be confused with
+/// another process's.
+#[derive(Debug)]
+struct InitProcess {
+    pid: i32,
+    pidfd: std::sync::Arc<AsyncFd<OwnedFd>>,
+}
+
+impl InitProcess {
+    fn open(pid: i32) -> std::io::Result<Self> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd, which nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // Only a child can be waited for: a runtime whose init process is not
+        // re-parented here (no subreaper support) would leave us blind.
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        waitid(Id::PIDFd(pidfd.as_fd()), flags).map_err(|e| {
+            std::io::Error::other(format!(
+                "process {pid} is not a child of the executor ({e})"
+            ))
+        })?;
+        // SAFETY: the OwnedFd stays open, and is the same fd, for as long as the
+        // AsyncFd that owns it.
+        let pidfd =
+            unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        Ok(Self {
+            pid,
+            pidfd: std::sync::Arc::new(pidfd),
+        })
+    }
+
+    /// Resolves with the exit code (128+N for signal N) once the process exited;
+    /// leaves it a zombie until [`InitProcess::reap`].
+    fn exited(&self) -> impl Future<Output = std::io::Result<i32>> + use<> {
+        let pidfd = self.pidfd.clone();
+        async move {
+            loop {
+                let mut ready = pidfd.readable().await?;
+                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+                match waitid(Id::PIDFd(pidfd.get_ref().as_fd()), flags) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                    Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+                    Ok(_) => ready.clear_ready(),
+                    Err(nix::Error::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Reaps the process once it has exited (the runtime's delete has just killed
+    /// it, if it had not exited yet). One that does not die within a second is
+    /// left to whoever inherits it.
+    async fn reap(self) {
+        let dead = tokio::time::timeout(Duration::from_secs(1), self.exited()).await;
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+        let reaped = match dead {
+            Ok(Ok(_)) => waitid(Id::PIDFd(self.pidfd.get_ref().as_fd()), flags).map(drop),
+            Ok(Err(error)) => Err(nix::Error::from_raw(error.raw_os_error().unwrap_or(0))),
+            Err(_) => Err(nix::Error::ETIMEDOUT),
+        };
+        if let Err(error) = reaped {
+            tracing::warn!(pid = self.pid, %error, "cannot reap the container's init process");
+        }
+    }
+
+    fn kill(&self) {
+        // SAFETY: pidfd_send_signal on our own pidfd, no siginfo, no flags.
+        let sent = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.get_ref().as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if sent != 0 {
+            let error = std::io::Error::last_os_error();
+            tracing::warn!(pid = self.pid, %error, "cannot kill the container's init process");
+        }
+    }
 }
 
 /// Turns SIGINT and SIGTERM to this process into requests on `stop`: the first

@@ -34,7 +34,9 @@ fn run_dirs(root: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// Waits until the single run of `root` has a container pid, and returns it.
+/// Waits until the single run of `root` has a container whose process runs the
+/// runner (it was started: its command line is the runner's `sleep` script, no
+/// longer the runtime's init), and returns the run dir and the container's pid.
 async fn container_pid(root: &Path) -> (PathBuf, i32) {
     let mut found = None;
     wait_for("the container's pid file", || {
@@ -51,6 +53,11 @@ async fn container_pid(root: &Path) -> (PathBuf, i32) {
         .trim()
         .parse()
         .unwrap();
+    wait_for("the runner to start", || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("sleep"))
+    })
+    .await;
     (pid_file.parent().unwrap().to_path_buf(), pid)
 }
 
@@ -96,6 +103,10 @@ macro_rules! on_every_runtime {
             #[tokio::test]
             async fn crun() {
                 super::$name("crun").await
+            }
+            #[tokio::test]
+            async fn youki() {
+                super::$name("youki").await
             }
         }
     )*};
@@ -381,38 +392,39 @@ async fn gc_leaves_a_live_run_alone() {
 /// copy of the executor, so nothing reachable through /proc/PID/exe can be written.
 #[tokio::test]
 async fn embedded_runtime_runs_from_a_sealed_copy_of_the_executor() {
+    use executor::runtime::Runtime;
     use std::io::Write;
     let root = scratch_dir();
     let bundle = TestBundle::shell("sleep 1000");
-    let mut child = run_bundle(
-        root.path(),
-        "embedded",
-        bundle.path(),
-        &["--stop-timeout", "1s"],
-    )
-    .stdout(Stdio::null())
-    .spawn()
-    .unwrap();
-    let (run_dir, pid) = container_pid(root.path()).await;
-    let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_owned();
-    let runtime_pid = support::processes_mentioning(&run_id)
-        .into_iter()
-        .find(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--state-root"))
-        })
-        .expect("the embedded runtime process");
-    let exe = std::fs::read_link(format!("/proc/{runtime_pid}/exe")).unwrap();
+    // Created, not started: the container's init process is still the runtime's
+    // binary, waiting for `start`, as the executor's create command leaves it.
+    let runtime = support::embedded().build(&root.path().join("state"));
+    let pid_file = root.path().join("pid");
+    // (The init process inherits the create command's stdio: no pipes to wait on.)
+    let created = runtime
+        .create_command("sealed", bundle.path(), &pid_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(created.success(), "create: {created:?}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     // Either view: a detached read-only bind mount of the executor (as root, the
     // usual case) or a sealed memfd copy.
-    let binary = std::fs::File::open(format!("/proc/{runtime_pid}/exe")).unwrap();
+    let binary = std::fs::File::open(format!("/proc/{pid}/exe")).unwrap();
     let read_only = nix::sys::statvfs::fstatvfs(&binary)
         .unwrap()
         .flags()
         .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
     assert!(
         read_only || exe.to_string_lossy().starts_with("/memfd:executor-runtime"),
-        "runtime runs from {}",
+        "the container's init runs from {}",
         exe.display()
     );
     // The executor's own binary must not be reachable as a path: the view's mount
@@ -421,17 +433,13 @@ async fn embedded_runtime_runs_from_a_sealed_copy_of_the_executor() {
     assert!(!mounts.contains("/.exe-"), "{mounts}");
     let write = std::fs::OpenOptions::new()
         .write(true)
-        .open(format!("/proc/{runtime_pid}/exe"))
+        .open(format!("/proc/{pid}/exe"))
         .and_then(|mut f| f.write_all(b"overwritten"));
     assert!(write.is_err(), "the runtime binary is writable");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_child(&mut child).await;
-    assert_nothing_left(root.path(), &run_dir, pid);
+    runtime.delete("sealed").await.unwrap();
+    wait_for("the init process to die", || !process_alive(pid)).await;
+    assert!(!runtime.exists("sealed"));
 }
 
 /// A second SIGTERM/SIGINT to the executor cuts the grace period short: the runner

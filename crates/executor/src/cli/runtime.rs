@@ -21,14 +21,19 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Verb {
-    /// Create, start and wait for a container; exit with its exit code.
-    Run {
+    /// Create a container and leave its init process waiting for `start`.
+    Create {
         /// The OCI bundle (config.json + rootfs).
         #[arg(long)]
         bundle: PathBuf,
         /// Where to write the container's host pid once it exists.
         #[arg(long)]
         pid_file: PathBuf,
+        /// Container ID.
+        id: String,
+    },
+    /// Start the user process of a created container.
+    Start {
         /// Container ID.
         id: String,
     },
@@ -59,14 +64,14 @@ enum Verb {
 pub fn run(_global: &GlobalArgs, args: Args) -> ExitCode {
     let root = &args.state_root;
     let result = match &args.verb {
-        Verb::Run {
+        Verb::Create {
             bundle,
             pid_file,
             id,
         } => embedded::ensure_sealed(root)
-            .and_then(|()| embedded::run(root, id, bundle, pid_file))
-            // Exit statuses are one byte; 128+N already fits for every signal.
-            .map(|code| ExitCode::from((code & 0xff) as u8)),
+            .and_then(|()| embedded::create(root, id, bundle, pid_file))
+            .map(|()| ExitCode::SUCCESS),
+        Verb::Start { id } => embedded::start(root, id).map(|()| ExitCode::SUCCESS),
         Verb::State { id } => embedded::state(root, id).map(|state| {
             let json = serde_json::to_string(&state).unwrap_or_default();
             let _ = writeln!(std::io::stdout(), "{json}");

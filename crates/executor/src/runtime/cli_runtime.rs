@@ -25,7 +25,7 @@ pub struct CliRuntime {
     state_root: PathBuf,
     command_timeout: Duration,
     private_mount_ns: bool,
-    /// Embedded runtime: the read-only view of the executor binary that `run` is
+    /// Embedded runtime: the read-only view of the executor binary that `create` is
     /// spawned from (`None` when it cannot be made), open until this value drops.
     exe_view: OnceLock<Option<Arc<std::fs::File>>>,
 }
@@ -81,7 +81,10 @@ impl CliRuntime {
         cmd.args(&self.prefix)
             .arg(&self.state_root)
             .arg(verb)
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            // A Rust runtime (youki) would add backtraces to its error report.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE");
         if self.private_mount_ns {
             // SAFETY: the closure runs in the forked child of a possibly
             // multi-threaded parent, so it only makes raw system calls (no
@@ -211,15 +214,15 @@ impl Runtime for CliRuntime {
         &self.state_root
     }
 
-    fn run_command(&self, id: &str, bundle: &Path, pid_file: &Path) -> tokio::process::Command {
+    fn create_command(&self, id: &str, bundle: &Path, pid_file: &Path) -> tokio::process::Command {
         let mut cmd = match self.embedded_view() {
             // The path resolves in the child before exec closes the (close-on-exec)
             // fd. Saves the runtime's re-exec of itself from the view.
             Some(view) => {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(view.as_ref());
-                self.command_of(Path::new(&format!("/proc/self/fd/{fd}")), "run")
+                self.command_of(Path::new(&format!("/proc/self/fd/{fd}")), "create")
             }
-            None => self.command("run"),
+            None => self.command("create"),
         };
         cmd.arg("--bundle")
             .arg(bundle)
@@ -227,6 +230,10 @@ impl Runtime for CliRuntime {
             .arg(pid_file)
             .arg(id);
         cmd
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.exec("start", &[id.as_ref()]).await.map(drop)
     }
 
     async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
@@ -263,8 +270,7 @@ impl Runtime for CliRuntime {
             .await
         {
             Ok(_) => Ok(()),
-            // A foreground run removes its container when it ends; losing that race
-            // leaves nothing to delete.
+            // Another delete (`executor gc`) got there first: nothing left to delete.
             Err(RuntimeError::Failed { .. }) if !self.exists(id) => Ok(()),
             Err(err) => Err(err),
         }
@@ -362,16 +368,16 @@ mod tests {
     }
 
     #[test]
-    fn run_command_puts_the_state_root_before_the_verb() {
+    fn create_command_puts_the_state_root_before_the_verb() {
         let rt = CliRuntime::new(RuntimeKind::Runc, Path::new("/r/state"));
-        let cmd = rt.run_command("c1", Path::new("/r/bundle"), Path::new("/r/pid"));
+        let cmd = rt.create_command("c1", Path::new("/r/bundle"), Path::new("/r/pid"));
         let args: Vec<_> = cmd.as_std().get_args().collect();
         assert_eq!(
             args,
             [
                 "--root",
                 "/r/state",
-                "run",
+                "create",
                 "--bundle",
                 "/r/bundle",
                 "--pid-file",
@@ -383,9 +389,9 @@ mod tests {
             RuntimeKind::Embedded("/bin/executor".into()),
             Path::new("/s"),
         );
-        let cmd = rt.run_command("c1", Path::new("/b"), Path::new("/p"));
+        let cmd = rt.create_command("c1", Path::new("/b"), Path::new("/p"));
         assert_eq!(cmd.as_std().get_program(), "/bin/executor");
         let args: Vec<_> = cmd.as_std().get_args().collect();
-        assert_eq!(args[..4], ["runtime", "--state-root", "/s", "run"]);
+        assert_eq!(args[..4], ["runtime", "--state-root", "/s", "create"]);
     }
 }

@@ -11,8 +11,6 @@ use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::Pid;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -33,14 +31,6 @@ pub enum EmbeddedError {
     /// The state root has no container of that ID.
     #[error("container {0} does not exist")]
     NotFound(String),
-    /// Waiting for the container's init process failed.
-    #[error("cannot wait for container {id}")]
-    Wait {
-        /// The container ID.
-        id: String,
-        /// The errno from `waitpid`.
-        source: nix::Error,
-    },
     /// The signal given to `kill` is not a signal name or number.
     #[error("unknown signal {0:?}")]
     UnknownSignal(String),
@@ -241,17 +231,19 @@ pub struct State {
     pub bundle: PathBuf,
 }
 
-/// Creates container `id` from `bundle`, starts it, waits for it to exit, deletes it
-/// and returns its exit code (128+N when it was killed by signal N).
+/// Creates container `id` from `bundle` and returns once its init process waits
+/// for [`start`]; `pid_file` receives the init process's host pid.
 ///
-/// The container inherits this process's stdio. `pid_file` receives the init
-/// process's host pid once the container exists. Single-threaded callers only.
-pub fn run(
+/// The init process inherits this process's stdio. It is this process's child (a
+/// sibling of libcontainer's intermediate process); once this process exits it is
+/// re-parented to the nearest child subreaper, the executor. A failed create
+/// removes what it made. Single-threaded callers only.
+pub fn create(
     state_root: &Path,
     id: &str,
     bundle: &Path,
     pid_file: &Path,
-) -> Result<i32, EmbeddedError> {
+) -> Result<(), EmbeddedError> {
     let err = |op| {
         move |source| EmbeddedError::Container {
             op,
@@ -261,7 +253,7 @@ pub fn run(
     };
     std::fs::create_dir_all(state_root)
         .map_err(|e| err("create")(LibcontainerError::OtherIO(e)))?;
-    let mut container = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+    ContainerBuilder::new(id.to_owned(), SyscallType::default())
         .with_executor(DefaultExecutor {})
         .with_root_path(state_root)
         .map_err(err("create"))?
@@ -271,47 +263,21 @@ pub fn run(
         .map_err(err("create"))?
         .as_init(bundle)
         .with_systemd(false)
-        .with_detach(false)
+        .with_detach(true)
         .build()
-        .map_err(err("create"))?;
-    let waited = start_and_wait(&mut container, id);
-    // Remove the container whatever happened, like `runc run` does.
-    let deleted = container.delete(true).map_err(err("delete"));
-    let code = waited?;
-    deleted?;
-    Ok(code)
+        .map(drop)
+        .map_err(err("create"))
 }
 
-fn start_and_wait(container: &mut Container, id: &str) -> Result<i32, EmbeddedError> {
-    container
+/// Starts the user process of created container `id`.
+pub fn start(state_root: &Path, id: &str) -> Result<(), EmbeddedError> {
+    load(state_root, id)?
         .start()
         .map_err(|source| EmbeddedError::Container {
             op: "start",
             id: id.to_owned(),
             source: Box::new(source),
-        })?;
-    let pid = container.pid().ok_or_else(|| EmbeddedError::Container {
-        op: "start",
-        id: id.to_owned(),
-        source: Box::new(LibcontainerError::Other(
-            "container has no init process".into(),
-        )),
-    })?;
-    // With detach(false) the init process is our direct child.
-    let pid = Pid::from_raw(pid.as_raw());
-    loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(source) => {
-                return Err(EmbeddedError::Wait {
-                    id: id.to_owned(),
-                    source,
-                });
-            }
-        }
-    }
+        })
 }
 
 fn load(state_root: &Path, id: &str) -> Result<Container, EmbeddedError> {

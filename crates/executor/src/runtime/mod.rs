@@ -1,13 +1,15 @@
 //! OCI runtimes: the [`Runtime`] trait and the runtimes the executor can drive.
 //!
 //! Every runtime is driven the same way, as a runc-like command line with its own
-//! state root (`--root`) under the run directory:
+//! state root (`--root`) under the run directory, through the OCI lifecycle:
 //!
-//! - a foreground `run --bundle B --pid-file F ID` whose own exit status is the
-//!   container's (128+N when the container was killed by signal N), so the exit code
-//!   comes back without the executor having to be the container's parent or a child
-//!   subreaper; the pid file tells a runtime failure (never written) from a runner
-//!   that failed (written);
+//! - `create --bundle B --pid-file F ID` sets the container up and leaves its init
+//!   process waiting; the container inherits the create command's stdout and
+//!   stderr, and once the command exits the init process is re-parented to the
+//!   nearest child subreaper, which the executor makes itself (see
+//!   [`crate::lifecycle`]), so that it can wait for the container and read its exit
+//!   status (128+N when it was killed by signal N);
+//! - `start ID` runs the user process;
 //! - `state`, `kill` and `delete --force` to inspect, stop and remove the container.
 //!
 //! The embedded runtime is youki's `libcontainer` (see [`embedded`]); because it
@@ -41,12 +43,12 @@ pub enum RuntimeError {
     /// The runtime ran and exited unsuccessfully.
     #[error(
         "runtime {program} {verb} exited with {status}: {}",
-        first_line(stderr)
+        runtime_message(stderr)
     )]
     Failed {
         /// The runtime program.
         program: PathBuf,
-        /// The verb that failed (`kill`, `delete`, `state`).
+        /// The verb that failed (`start`, `kill`, `delete`, `state`).
         verb: &'static str,
         /// The runtime's exit status.
         status: ExitStatus,
@@ -88,11 +90,102 @@ pub enum RuntimeError {
     Unknown(String),
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines()
+/// The one line that says why a runtime command failed, out of what it wrote to
+/// stderr: the last error-level message of runc's and crun's logrus/JSON log lines,
+/// the `Error:` report of a Rust CLI (youki) with its causes joined, or else the
+/// last non-empty line.
+pub fn runtime_message(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
         .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("(no error output)")
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut found = None;
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if let Some(message) = log_line_error(line) {
+            found = Some(message);
+        } else if let Some(report) = line.strip_prefix("Error: ") {
+            // anyhow's report: `Error: top`, then `Caused by:` and the causes,
+            // numbered when there are several, then maybe a backtrace.
+            let mut message = report.to_owned();
+            while let Some(next) = lines.get(i + 1) {
+                let report_ends = next.starts_with("Stack backtrace:")
+                    || next.starts_with("Error: ")
+                    || log_line_error(next).is_some();
+                if report_ends {
+                    break;
+                }
+                if *next != "Caused by:" {
+                    let cause = next
+                        .split_once(": ")
+                        .filter(|(n, _)| n.parse::<u32>().is_ok())
+                        .map_or(*next, |(_, cause)| cause);
+                    message.push_str(": ");
+                    message.push_str(cause);
+                }
+                i += 1;
+            }
+            found = Some(message);
+        }
+        i += 1;
+    }
+    found
+        .or_else(|| lines.last().map(|l| (*l).to_owned()))
+        .unwrap_or_else(|| "(no error output)".to_owned())
+}
+
+/// The message of an error-level log line in logrus text (`level=error
+/// msg="..."`) or JSON (`{"level":"error","msg":"..."}`) form.
+fn log_line_error(line: &str) -> Option<String> {
+    const ERROR_LEVELS: [&str; 3] = ["error", "fatal", "panic"];
+    if line.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        let level = value.get("level")?.as_str()?;
+        let message = value.get("msg").or_else(|| value.get("message"))?;
+        return ERROR_LEVELS
+            .contains(&level)
+            .then(|| message.as_str().map(str::to_owned))
+            .flatten();
+    }
+    let level = logfmt_value(line, "level")?;
+    if !ERROR_LEVELS.contains(&level.as_str()) {
+        return None;
+    }
+    logfmt_value(line, "msg")
+}
+
+/// The value of `key=value` or `key="quoted \"value\""` in a logfmt line.
+fn logfmt_value(line: &str, key: &str) -> Option<String> {
+    let mut rest = line;
+    loop {
+        let at = rest.find(&format!("{key}="))?;
+        let before_ok = at == 0 || rest.as_bytes()[at - 1] == b' ';
+        let value = &rest[at + key.len() + 1..];
+        if !before_ok {
+            rest = value;
+            continue;
+        }
+        let Some(quoted) = value.strip_prefix('"') else {
+            return Some(value.split(' ').next().unwrap_or("").to_owned());
+        };
+        let mut out = String::new();
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => return Some(out),
+                '\\' => match chars.next() {
+                    Some('n') => out.push(' '),
+                    Some('t') => out.push(' '),
+                    Some(other) => out.push(other),
+                    None => break,
+                },
+                c => out.push(c),
+            }
+        }
+        return Some(out);
+    }
 }
 
 /// Which OCI runtime to use; the `--runtime` flag and the value recorded in a run's
@@ -178,13 +271,15 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     /// The runtime's state directory; a container `id` has state under `state_root/id`.
     fn state_root(&self) -> &Path;
 
-    /// The foreground run command: creates and starts container `id` from `bundle`,
-    /// writes the container's host pid to `pid_file` once it is created, streams its
-    /// stdio (inherited from the caller), waits, removes the container and exits with
-    /// its exit code (128+N when killed by signal N).
-    ///
-    /// The caller spawns it, so that it decides about stdio and process groups.
-    fn run_command(&self, id: &str, bundle: &Path, pid_file: &Path) -> tokio::process::Command;
+    /// The create command: sets container `id` up from `bundle`, writes its init
+    /// process's host pid to `pid_file`, and exits, leaving the init process waiting
+    /// for [`Runtime::start`]. The container inherits the command's stdout and
+    /// stderr, so the caller spawns it, choosing stdio and process group; whatever
+    /// the runtime itself prints (its errors) goes to the same stderr.
+    fn create_command(&self, id: &str, bundle: &Path, pid_file: &Path) -> tokio::process::Command;
+
+    /// Starts the user process of created container `id`.
+    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
 
     /// The container's state, or `None` when the runtime knows no such container.
     async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError>;
@@ -249,6 +344,39 @@ mod tests {
             let json = serde_json::to_string(&kind).unwrap();
             assert_eq!(serde_json::from_str::<RuntimeKind>(&json).unwrap(), kind);
         }
+    }
+
+    #[test]
+    fn runtime_messages_are_the_errors_of_each_runtimes_output() {
+        // runc, logrus text.
+        assert_eq!(
+            runtime_message(
+                "time=\"2026-11-28T13:45:02Z\" level=warning msg=\"cgroup\"\n\
+                 time=\"2026-11-28T13:45:02Z\" level=error msg=\"runc create failed: \\\"/x\\\" not found\"\n"
+            ),
+            "runc create failed: \"/x\" not found"
+        );
+        // runc/crun with --log-format json.
+        assert_eq!(
+            runtime_message(
+                "{\"level\":\"error\",\"msg\":\"container does not exist\",\"time\":\"t\"}\n"
+            ),
+            "container does not exist"
+        );
+        // youki: tracing lines, then anyhow's report with its causes.
+        let youki = "ERROR youki: error in executing command: oci spec error\n\
+                     Error: oci spec error\n\nCaused by:\n    0: io operation failed\n    \
+                     1: No such file or directory (os error 2)\n\nStack backtrace:\n   0: <unknown>\n";
+        assert_eq!(
+            runtime_message(youki),
+            "oci spec error: io operation failed: No such file or directory (os error 2)"
+        );
+        // Plain lines (crun, the embedded runtime): the last one.
+        assert_eq!(
+            runtime_message("a warning\ncrun: executable not found\n\n"),
+            "crun: executable not found"
+        );
+        assert_eq!(runtime_message(""), "(no error output)");
     }
 
     #[test]
