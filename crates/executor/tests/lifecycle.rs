@@ -1,6 +1,6 @@
 //! The lifecycle of one container on every runtime: exit codes, signals, timeouts,
 //! stop requests, clean-up, concurrency, and a whole `run` with artifacts and status.
-//! Real runtimes (the embedded libcontainer, runc, crun) on real bundles.
+//! Real runtimes (the embedded libcontainer, runc, crun, youki) on real bundles.
 
 mod support;
 
@@ -28,6 +28,10 @@ macro_rules! on_every_runtime {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn crun() {
                 super::$name(RuntimeKind::Crun).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn youki() {
+                super::$name(RuntimeKind::Youki).await
             }
         }
     )*};
