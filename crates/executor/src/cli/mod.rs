@@ -131,8 +131,16 @@ fn usage_error(err: clap::Error) -> ExitCode {
 
 fn init_logging(global: &GlobalArgs) {
     use tracing_subscriber::EnvFilter;
+    // libcontainer, which the embedded runtime calls in this process, logs its
+    // failures itself; they reach the user as the executor's one-line error, so
+    // its own lines stay off unless RUST_LOG asks for them.
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&global.log_level))
+        .or_else(|_| {
+            EnvFilter::try_new(format!(
+                "{},libcontainer=off,libcgroups=off",
+                global.log_level
+            ))
+        })
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,6 +1,14 @@
 //! A runc-compatible runtime CLI (runc, crun, youki, the embedded `executor runtime`)
 //! driven through child processes.
+//!
+//! The embedded runtime needs its own process for `create`, which forks
+//! (libcontainer clones the container's init), and for `start`, which changes the
+//! working directory (libcontainer `chdir`s next to the container's notify socket,
+//! which would move every thread of the executor). `state`, `kill` and `delete`
+//! touch no process-wide state, so they call libcontainer right here, on a
+//! blocking thread: one process start fewer per run, and none for `executor gc`.
 
+use super::embedded::{self, EmbeddedError};
 use super::{ContainerState, Runtime, RuntimeError, RuntimeKind};
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
@@ -70,6 +78,28 @@ impl CliRuntime {
     /// The runtime this CLI stands for.
     pub fn kind(&self) -> &RuntimeKind {
         &self.kind
+    }
+
+    /// Whether `state`, `kill` and `delete` call libcontainer in this
+    /// process (the embedded runtime, unless tests replaced its program).
+    fn in_process(&self) -> bool {
+        matches!(&self.kind, RuntimeKind::Embedded(exe) if exe == &self.program)
+    }
+
+    /// Runs an embedded runtime operation on a blocking thread.
+    async fn embedded<T: Send + 'static>(
+        &self,
+        verb: &'static str,
+        op: impl FnOnce(&Path) -> Result<T, EmbeddedError> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let root = self.state_root.clone();
+        tokio::task::spawn_blocking(move || op(&root))
+            .await
+            .map_err(|e| RuntimeError::Io {
+                program: self.program.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| RuntimeError::Embedded { verb, source })
     }
 
     fn command(&self, verb: &str) -> tokio::process::Command {
@@ -240,6 +270,24 @@ impl Runtime for CliRuntime {
         if !self.exists(id) {
             return Ok(None);
         }
+        if self.in_process() {
+            let owned = id.to_owned();
+            return match self
+                .embedded("state", move |root| embedded::state(root, &owned))
+                .await
+            {
+                Ok(state) => Ok(Some(ContainerState {
+                    id: state.id,
+                    status: state.status.to_owned(),
+                    pid: state.pid,
+                })),
+                Err(RuntimeError::Embedded {
+                    source: EmbeddedError::NotFound(_),
+                    ..
+                }) => Ok(None),
+                Err(err) => Err(err),
+            };
+        }
         let output = match self.exec("state", &[id.as_ref()]).await {
             Ok(output) => output,
             // The container went away between the check and the command.
@@ -256,6 +304,14 @@ impl Runtime for CliRuntime {
     }
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
+        if self.in_process() {
+            let id = id.to_owned();
+            return self
+                .embedded("kill", move |root| {
+                    embedded::kill(root, &id, signal.as_str())
+                })
+                .await;
+        }
         self.exec("kill", &[id.as_ref(), signal.as_str().as_ref()])
             .await
             .map(drop)
@@ -265,13 +321,23 @@ impl Runtime for CliRuntime {
         if !self.exists(id) {
             return Ok(());
         }
-        match self
-            .exec("delete", &["--force".as_ref(), id.as_ref()])
-            .await
-        {
-            Ok(_) => Ok(()),
+        let deleted = if self.in_process() {
+            let owned = id.to_owned();
+            self.embedded("delete", move |root| embedded::delete(root, &owned, true))
+                .await
+        } else {
+            self.exec("delete", &["--force".as_ref(), id.as_ref()])
+                .await
+                .map(drop)
+        };
+        match deleted {
+            Ok(()) => Ok(()),
             // Another delete (`executor gc`) got there first: nothing left to delete.
-            Err(RuntimeError::Failed { .. }) if !self.exists(id) => Ok(()),
+            Err(RuntimeError::Failed { .. } | RuntimeError::Embedded { .. })
+                if !self.exists(id) =>
+            {
+                Ok(())
+            }
             Err(err) => Err(err),
         }
     }

@@ -85,6 +85,14 @@ pub enum RuntimeError {
         /// The JSON error.
         source: serde_json::Error,
     },
+    /// The embedded runtime, called in this process, failed.
+    #[error("embedded runtime {verb} failed")]
+    Embedded {
+        /// The verb that failed (`start`, `kill`, `delete`, `state`).
+        verb: &'static str,
+        /// libcontainer's error.
+        source: embedded::EmbeddedError,
+    },
     /// The `--runtime` value names no known runtime and no executable path.
     #[error("unknown runtime {0:?}: expected embedded, runc, crun, youki or a path to a runtime")]
     Unknown(String),
