@@ -318,6 +318,7 @@ async fn drive(
         tracing::warn!(container = id, runtime = runtime.name(), "runtime: {line}");
     }
     let pid = read_pid(pid_file).map_err(wait_error("read the pid file"))?;
+    tracing::debug!(container = id, pid, "created");
     let process =
         &*init.insert(InitProcess::open(pid).map_err(wait_error("open the init process"))?);
     if let Some(reason) = stopped.or(stop.is_requested().then_some(StopReason::Interrupted)) {
