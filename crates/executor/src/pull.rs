@@ -498,7 +498,7 @@ impl Puller<'_> {
                 }
                 None => return Ok(()),
                 Some(Ok(chunk)) => {
-                    writer.write(&chunk).await.map_err(Failure::Store)?;
+                    writer.write(chunk).await.map_err(Failure::Store)?;
                     if let Some(bar) = bar {
                         bar.set_position(writer.written());
                     }
