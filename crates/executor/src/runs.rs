@@ -465,8 +465,21 @@ async fn remove_container(runtime: &CliRuntime, record: &RunRecord) -> Result<()
         source: Box::new(source),
     };
     // delete --force kills too, but an explicit SIGKILL first makes a runtime that
-    // refuses to force-delete a running container still succeed.
-    if let Err(e) = runtime.kill(id, nix::sys::signal::Signal::SIGKILL).await {
+    // refuses to force-delete a running container still succeed. A stopped
+    // container (the executor died after it exited) needs no signal.
+    let status = match runtime.state(id).await {
+        Ok(Some(state)) => Some(state.status),
+        Ok(None) => None,
+        Err(e) => {
+            let error = error_chain(&e);
+            tracing::debug!(container = %id, %error, "state of left-over container unknown");
+            Some("unknown".to_owned())
+        }
+    };
+    tracing::info!(container = %id, status = status.as_deref().unwrap_or("gone"), "removing a left-over container");
+    if status.as_deref().is_some_and(|s| s != "stopped")
+        && let Err(e) = runtime.kill(id, nix::sys::signal::Signal::SIGKILL).await
+    {
         let error = error_chain(&e);
         tracing::debug!(container = %id, %error, "kill of left-over container failed");
     }
