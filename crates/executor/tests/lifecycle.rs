@@ -215,10 +215,20 @@ async fn stop_request_stops_the_runner(kind: RuntimeKind) {
     let trapped = bundle.path().join("out/trapped");
     let stop = Stop::new();
     let requester = stop.clone();
-    tokio::spawn(async move {
+    let pid_file = fx.run.pid_file();
+    let parent = tokio::spawn(async move {
         // Stop once the runner handles SIGTERM (PID 1 ignores it before that).
         wait_for("the runner's trap", || trapped.exists()).await;
+        // The runtime's create has exited: the container's init is re-parented to
+        // this process, the child subreaper, not to the system's init.
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(|p| p.trim().parse::<u32>().unwrap());
         requester.stop();
+        ppid
     });
     let exit = run_bundle(&fx, &bundle, opts(None, Duration::from_secs(120)), &stop)
         .await
@@ -226,6 +236,7 @@ async fn stop_request_stops_the_runner(kind: RuntimeKind) {
     assert_eq!(exit.stopped, Some(StopReason::Interrupted));
     assert!(!exit.timed_out());
     assert_eq!(exit.exit_code, 9);
+    assert_eq!(parent.await.unwrap(), Some(std::process::id()));
 }
 
 async fn stop_before_the_container_exists_still_cleans_up(kind: RuntimeKind) {
