@@ -808,7 +808,8 @@ fn status_reporter_error_names_only_the_status_file() {
 }
 
 /// The runtime's own error output (runc's logrus line, crun's message, youki's
-/// report) becomes the reason in the executor's one line, not a second line.
+/// report) becomes the reason in the executor's one line, not a second line. (The
+/// embedded runtime's case is in `bad_run_options_fail_cleanly`.)
 #[test]
 fn runtime_start_failure_is_one_line_naming_the_cause() {
     let fx = fixture();
@@ -827,16 +828,6 @@ fn runtime_start_failure_is_one_line_naming_the_cause() {
             "youki-missing-entrypoint",
             run_args!(
                 runtime = "youki",
-                "{layout}",
-                "--entrypoint",
-                "/no/such/cmd"
-            ),
-            &["/no/such/cmd"],
-        ),
-        case(
-            "embedded-missing-entrypoint",
-            run_args!(
-                runtime = "embedded",
                 "{layout}",
                 "--entrypoint",
                 "/no/such/cmd"
