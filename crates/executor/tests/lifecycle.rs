@@ -91,17 +91,15 @@ async fn run_bundle(
     result
 }
 
+/// Runs the bundle with no stop request and returns how it ended.
+async fn run_to_end(fx: &Fixture, bundle: &TestBundle, opts: LifecycleOptions) -> Exit {
+    run_bundle(fx, bundle, opts, &Stop::new()).await.unwrap()
+}
+
 async fn success_exits_zero_and_leaves_no_container(kind: RuntimeKind) {
     let fx = fixture(&kind);
     let bundle = TestBundle::shell("echo hello from the runner");
-    let exit = run_bundle(
-        &fx,
-        &bundle,
-        opts(None, Duration::from_secs(5)),
-        &Stop::new(),
-    )
-    .await
-    .unwrap();
+    let exit = run_to_end(&fx, &bundle, opts(None, Duration::from_secs(5))).await;
     assert_eq!(exit.exit_code, 0);
     assert_eq!(exit.stopped, None);
     assert!(exit.finished_at >= exit.started_at);
@@ -110,14 +108,7 @@ async fn success_exits_zero_and_leaves_no_container(kind: RuntimeKind) {
 async fn failing_runner_exit_code_comes_back(kind: RuntimeKind) {
     let fx = fixture(&kind);
     let bundle = TestBundle::shell("echo failing >&2; exit 3");
-    let exit = run_bundle(
-        &fx,
-        &bundle,
-        opts(None, Duration::from_secs(5)),
-        &Stop::new(),
-    )
-    .await
-    .unwrap();
+    let exit = run_to_end(&fx, &bundle, opts(None, Duration::from_secs(5))).await;
     assert_eq!(exit.exit_code, 3);
     assert_eq!(exit.stopped, None);
 }
@@ -155,14 +146,12 @@ async fn runner_killed_by_signal_exits_128_plus_n(kind: RuntimeKind) {
         (pid, state)
     });
     // The timeout is only a safety net against a hang: it must not fire.
-    let exit = run_bundle(
+    let exit = run_to_end(
         &fx,
         &bundle,
         opts(Some(Duration::from_secs(300)), Duration::from_secs(5)),
-        &Stop::new(),
     )
-    .await
-    .unwrap();
+    .await;
     let (pid, state) = killer.await.unwrap();
     let state = state.expect("the runtime knew the container");
     assert_eq!(state.status, "running");
@@ -175,14 +164,12 @@ async fn timeout_kills_a_runner_that_ignores_sigterm(kind: RuntimeKind) {
     let fx = fixture(&kind);
     let bundle = TestBundle::shell("trap '' TERM; sleep 1000");
     let began = Instant::now();
-    let exit = run_bundle(
+    let exit = run_to_end(
         &fx,
         &bundle,
         opts(Some(Duration::from_secs(1)), Duration::from_secs(1)),
-        &Stop::new(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(exit.stopped, Some(StopReason::Timeout));
     assert!(exit.timed_out());
     assert_eq!(exit.exit_code, 128 + 9, "SIGKILL ends it");
@@ -193,17 +180,15 @@ async fn timeout_kills_a_runner_that_ignores_sigterm(kind: RuntimeKind) {
 async fn timeout_lets_a_runner_exit_on_sigterm(kind: RuntimeKind) {
     let fx = fixture(&kind);
     let bundle = TestBundle::shell("trap 'exit 7' TERM; while true; do sleep 0.2; done");
-    let exit = run_bundle(
+    // The timeout leaves the shell ample time to set its trap (PID 1 ignores
+    // SIGTERM without one); the long grace period shows the runner exits on
+    // SIGTERM, not on SIGKILL.
+    let exit = run_to_end(
         &fx,
         &bundle,
-        // The timeout leaves the shell ample time to set its trap (PID 1 ignores
-        // SIGTERM without one); the long grace period shows the runner exits on
-        // SIGTERM, not on SIGKILL.
         opts(Some(Duration::from_secs(5)), Duration::from_secs(120)),
-        &Stop::new(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(exit.stopped, Some(StopReason::Timeout));
     assert_eq!(exit.exit_code, 7, "the runner's own SIGTERM handler ran");
 }
