@@ -225,7 +225,7 @@ pub fn unpack_layer_over(
 }
 
 /// Unpacks a layer read from `reader` into the existing directory `dest`; see [`unpack_layer`].
-pub fn unpack_stream<R: Read>(
+pub fn unpack_stream<R: Read + Send>(
     reader: R,
     compression: Compression,
     dest: &Path,
@@ -234,7 +234,11 @@ pub fn unpack_stream<R: Read>(
     unpack_stream_with(reader, compression, dest, Vec::new(), opts)
 }
 
-fn unpack_stream_with<R: Read>(
+/// Decompressing and hashing the layer (the diff ID) run on a second thread, ahead of
+/// the tar parsing and file writes on this one: for a large file they are most of the
+/// CPU time, for many small files the system calls are, and either way the two halves
+/// overlap on two cores.
+fn unpack_stream_with<'r, R: Read + Send + 'r>(
     reader: R,
     compression: Compression,
     dest: &Path,
@@ -243,50 +247,145 @@ fn unpack_stream_with<R: Read>(
 ) -> Result<UnpackStats, UnpackError> {
     let root = open_root(dest)?;
     let raw = BufReader::with_capacity(BUF_SIZE, reader);
-    let decoded: Box<dyn Read> = match compression {
+    let decoded: Box<dyn Read + Send + 'r> = match compression {
         Compression::None => Box::new(raw),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(UnpackError::Read)?)
         }
     };
-    let hashing = HashingReader {
-        inner: decoded,
-        hasher: Sha256::new(),
-        bytes: 0,
-        limit: opts.max_bytes,
-    };
-    let mut archive = tar::Archive::new(BufReader::with_capacity(BUF_SIZE, hashing));
-    let mut unpacker = Unpacker::new(root, opts.path_walk);
-    unpacker.lowers = lowers;
-    let result = unpacker.apply_all(&mut archive, opts);
-    let mut rest = archive.into_inner();
-    let result = result.and_then(|entries| {
-        // The tar end marker may be followed by padding: the diff ID covers the whole stream.
-        io::copy(&mut rest, &mut io::sink()).map_err(UnpackError::Read)?;
-        Ok(entries)
-    });
-    let entries = match result {
-        // The reader's own error is wrapped by tar; its counter tells what happened.
-        Err(_) if rest.get_ref().bytes > opts.max_bytes => {
-            return Err(UnpackError::TooLarge {
-                limit: opts.max_bytes,
-            });
-        }
-        other => other?,
-    };
-    unpacker.finish()?;
-    let hashing = rest.into_inner();
-    let diff_id = Digest::from_str(&format!(
-        "sha256:{}",
-        hex::encode(hashing.hasher.finalize())
-    ))
-    .expect("a sha256 hex digest is a valid digest");
-    Ok(UnpackStats {
-        diff_id,
-        bytes: hashing.bytes,
-        entries,
+    let limit = opts.max_bytes;
+    std::thread::scope(|scope| {
+        let (chunks, queue) = std::sync::mpsc::sync_channel(DECODE_QUEUE);
+        let decoder = std::thread::Builder::new()
+            .name("layer-decoder".into())
+            .spawn_scoped(scope, move || decode_and_hash(decoded, limit, chunks))
+            .map_err(UnpackError::Read)?;
+        let stream = ChunkReader {
+            queue,
+            chunk: Vec::new(),
+            at: 0,
+        };
+        let mut archive = tar::Archive::new(stream);
+        let mut unpacker = Unpacker::new(root, opts.path_walk);
+        unpacker.lowers = lowers;
+        let result = unpacker.apply_all(&mut archive, opts);
+        let mut rest = archive.into_inner();
+        let result = result.and_then(|entries| {
+            // The tar end marker may be followed by padding: the diff ID covers the whole
+            // stream.
+            io::copy(&mut rest, &mut io::sink()).map_err(UnpackError::Read)?;
+            Ok(entries)
+        });
+        // Stops the decoder if it is still going (an error above).
+        drop(rest);
+        let decoded = decoder
+            .join()
+            .map_err(|_| UnpackError::Read(io::Error::other("the layer decoder panicked")))?;
+        let entries = match result {
+            // The reader's own error is wrapped by tar; the decoder's count tells what
+            // happened.
+            Err(_) if decoded.bytes > limit => return Err(UnpackError::TooLarge { limit }),
+            other => other?,
+        };
+        unpacker.finish()?;
+        let diff_id = Digest::from_str(&format!(
+            "sha256:{}",
+            hex::encode(decoded.hasher.finalize())
+        ))
+        .expect("a sha256 hex digest is a valid digest");
+        Ok(UnpackStats {
+            diff_id,
+            bytes: decoded.bytes,
+            entries,
+        })
     })
+}
+
+/// Decoded chunks queued between the decoder thread and the tar reader.
+const DECODE_QUEUE: usize = 4;
+
+/// What the decoder thread saw: the hash and size of the whole decoded stream (as far
+/// as it got).
+struct Decoded {
+    hasher: Sha256,
+    bytes: u64,
+}
+
+/// Reads the decompressed layer in chunks of [`BUF_SIZE`], hashing and counting them,
+/// and sends them on; stops at the end, at an error (sent on), past `limit` bytes, or
+/// when the reader hung up.
+fn decode_and_hash(
+    mut decoded: Box<dyn Read + Send + '_>,
+    limit: u64,
+    chunks: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> Decoded {
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    loop {
+        let mut chunk = vec![0u8; BUF_SIZE];
+        let mut filled = 0;
+        // Fill the chunk (decoders return a little at a time) unless the stream ends.
+        let read = loop {
+            match decoded.read(&mut chunk[filled..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    filled += n;
+                    if filled == chunk.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        chunk.truncate(filled);
+        bytes += filled as u64;
+        if bytes > limit {
+            let _ = chunks.send(Err(io::Error::other("layer size limit exceeded")));
+            break;
+        }
+        hasher.update(&chunk);
+        let done = filled == 0;
+        if !chunk.is_empty() && chunks.send(Ok(chunk)).is_err() {
+            break;
+        }
+        if let Err(e) = read {
+            let _ = chunks.send(Err(e));
+            break;
+        }
+        if done {
+            break;
+        }
+    }
+    Decoded { hasher, bytes }
+}
+
+/// The tar side of the decoder thread's queue.
+struct ChunkReader {
+    queue: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.queue.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The decoder is done: the end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 fn open_root(dest: &Path) -> Result<OwnedFd, UnpackError> {
@@ -307,26 +406,6 @@ fn read_umask() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
     u32::from_str_radix(value.trim(), 8).ok()
-}
-
-/// Hashes and counts what passes through; fails once more than `limit` bytes went by.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-    limit: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
-        if self.bytes > self.limit {
-            return Err(io::Error::other("layer size limit exceeded"));
-        }
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// Lexically normalizes a tar path to components relative to the root: empty and `.`
