@@ -3,26 +3,13 @@
 //! and all of them succeed.
 
 use integration_tests::{
-    Compression, ImageSpec, Registry, busybox_layer, executor_bin, push_layout, write_image,
+    Compression, ImageSpec, RUNNER_CONTEXT, Registry, busybox_layer, executor_bin, push_layout,
+    write_image,
 };
 use std::process::{Child, Command, Stdio};
 
 /// Each runner marks its start and end in a shared host file, sleeping between.
 const SCRIPT: &str = "echo start >> /marks/log; sleep 2; echo end >> /marks/log";
-
-const CONTEXT: &str = "\
-name: action-1
-dryRun: false
-timeout: 10m
-platform:
-  namespace: default
-  serviceAccountName: runner
-  ownerRef:
-    apiVersion: core.capact.io/v1alpha1
-    kind: Action
-    name: action-1
-    uid: 7d3c1f2e
-";
 
 const LIMIT: usize = 2;
 const RUNS: usize = 6;
@@ -47,7 +34,7 @@ fn concurrent_runs_stay_within_the_limit() {
         None,
     )
     .unwrap();
-    std::fs::write(d.join("context.yaml"), CONTEXT).unwrap();
+    std::fs::write(d.join("context.yaml"), RUNNER_CONTEXT).unwrap();
     std::fs::write(d.join("args.yaml"), "{}\n").unwrap();
     let marks = d.join("marks");
     std::fs::create_dir(&marks).unwrap();

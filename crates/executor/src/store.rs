@@ -612,17 +612,21 @@ impl HashWriter {
         Self { chunks, done }
     }
 
-    /// Closes the queue and waits until everything queued is hashed and written.
-    async fn finish(self) -> io::Result<Written> {
+    /// Closes the queue and waits until everything queued is hashed and written;
+    /// the thread's write error, if it had one.
+    async fn finish(self) -> io::Result<(File, Sha256)> {
         drop(self.chunks);
-        self.done
+        let written = self
+            .done
             .await
-            .map_err(|_| io::Error::other("the blob writer thread is gone"))
+            .map_err(|_| io::Error::other("the blob writer thread is gone"))?;
+        written.result.map(|()| (written.file, written.hasher))
     }
 }
 
 impl BlobWriter {
-    /// Number of bytes written so far (where a resumed download continues).
+    /// Number of bytes accepted so far, on disk or queued for it in order (where a
+    /// resumed download continues).
     pub fn written(&self) -> u64 {
         self.written
     }
@@ -649,28 +653,25 @@ impl BlobWriter {
 
     /// Hands the gathered chunks to the thread.
     async fn send_batch(&mut self) -> Result<(), StoreError> {
-        let path = self.temp_path();
+        if self.batch.is_empty() {
+            return Ok(());
+        }
         let batch = std::mem::take(&mut self.batch);
         self.batch_len = 0;
-        let worker = self
-            .worker
-            .as_ref()
-            .ok_or_else(|| io_err("writing", &path)(io::Error::other("writer already failed")))?;
-        if worker.chunks.send(batch).await.is_err() {
-            // The thread stopped on a write error: report it.
-            let error = match self.worker.take() {
-                Some(worker) => match worker.finish().await {
-                    Ok(written) => written
-                        .result
-                        .err()
-                        .unwrap_or_else(|| io::Error::other("the blob writer stopped")),
-                    Err(e) => e,
-                },
-                None => io::Error::other("the blob writer stopped"),
-            };
-            return Err(io_err("writing", &path)(error));
+        let sent = match &self.worker {
+            Some(worker) => worker.chunks.send(batch).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
         }
-        Ok(())
+        // The thread stopped on a write error: report it.
+        let error = match self.worker.take() {
+            Some(worker) => worker.finish().await.err(),
+            None => None,
+        };
+        let error = error.unwrap_or_else(|| io::Error::other("the blob writer stopped"));
+        Err(io_err("writing", &self.temp_path())(error))
     }
 
     fn temp_path(&self) -> PathBuf {
@@ -687,13 +688,8 @@ impl BlobWriter {
         let worker = self
             .worker
             .take()
-            .ok_or_else(|| io_err("writing", &path)(io::Error::other("writer already failed")))?;
-        let Written {
-            file,
-            hasher,
-            result,
-        } = worker.finish().await.map_err(io_err("writing", &path))?;
-        result.map_err(io_err("writing", &path))?;
+            .ok_or_else(|| io_err("writing", &path)(io::Error::other("the blob writer stopped")))?;
+        let (file, hasher) = worker.finish().await.map_err(io_err("writing", &path))?;
         if self.written != self.size {
             return Err(StoreError::SizeMismatch {
                 digest: self.digest.clone(),

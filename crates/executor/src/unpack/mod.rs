@@ -323,30 +323,17 @@ fn decode_and_hash(
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     loop {
-        let mut chunk = vec![0u8; BUF_SIZE];
-        let mut filled = 0;
-        // Fill the chunk (decoders return a little at a time) unless the stream ends.
-        let read = loop {
-            match decoded.read(&mut chunk[filled..]) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    filled += n;
-                    if filled == chunk.len() {
-                        break Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        chunk.truncate(filled);
-        bytes += filled as u64;
+        // Up to a full chunk (decoders return a little at a time); a short one is the
+        // end of the stream or an error, with what came before it.
+        let mut chunk = Vec::with_capacity(BUF_SIZE);
+        let read = (&mut decoded).take(BUF_SIZE as u64).read_to_end(&mut chunk);
+        bytes += chunk.len() as u64;
         if bytes > limit {
             let _ = chunks.send(Err(io::Error::other("layer size limit exceeded")));
             break;
         }
         hasher.update(&chunk);
-        let done = filled == 0;
+        let last = chunk.len() < BUF_SIZE;
         if !chunk.is_empty() && chunks.send(Ok(chunk)).is_err() {
             break;
         }
@@ -354,7 +341,7 @@ fn decode_and_hash(
             let _ = chunks.send(Err(e));
             break;
         }
-        if done {
+        if last {
             break;
         }
     }
