@@ -538,10 +538,10 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// visible under `blobs/` until [`BlobWriter::commit`] verified digest and size; dropping
 /// the writer without committing deletes the temp file.
 ///
-/// Hashing and writing run on a thread of their own, fed through a short queue, so
-/// that they overlap with receiving the next chunks: sha256 alone runs at about
-/// 2 GB/s here, and done in line it would cap a pull well below what the network
-/// gives. Chunks reach the file in batches of a few hundred KiB, in order.
+/// Hashing and writing run on two threads of their own, fed through short queues, so
+/// that they overlap with receiving the next chunks and with each other: sha256 alone
+/// runs at about 2 GB/s here, and done in line it would cap a pull well below what
+/// the network gives. Chunks reach the file in batches of a few hundred KiB, in order.
 #[derive(Debug)]
 pub struct BlobWriter {
     worker: Option<HashWriter>,
@@ -557,21 +557,24 @@ pub struct BlobWriter {
     dest: PathBuf,
 }
 
-/// Batches queued between the receiving task and the hashing thread: bounds the
-/// memory a fast network can fill while the disk is slow (about 2 MiB).
+/// Batches queued between the receiving task and the hashing thread, and again
+/// between the hashing and the writing thread: bounds the memory a fast network can
+/// fill while the disk is slow (about 4 MiB a blob).
 const WRITE_QUEUE: usize = 8;
 
 /// Bytes gathered before a batch is handed to the hashing thread.
 const WRITE_BATCH: usize = 256 * 1024;
 
-/// The thread that hashes and writes a blob's chunks.
+/// The threads that hash and write a blob's chunks: the hashing thread takes each
+/// batch from the receiving task and passes it on to the writing thread, so that
+/// sha256 (the larger cost) and the copy into the file run side by side.
 #[derive(Debug)]
 struct HashWriter {
     chunks: tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>,
     done: tokio::sync::oneshot::Receiver<Written>,
 }
 
-/// What the hashing thread hands back once its queue is closed.
+/// What the threads hand back once the queue is closed.
 #[derive(Debug)]
 struct Written {
     file: File,
@@ -579,35 +582,23 @@ struct Written {
     result: io::Result<()>,
 }
 
+type Batch = Vec<bytes::Bytes>;
+
 impl HashWriter {
-    fn spawn(mut file: File) -> Self {
-        let (chunks, mut queue) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(WRITE_QUEUE);
+    fn spawn(file: File) -> Self {
+        let (chunks, queue) = tokio::sync::mpsc::channel::<Batch>(WRITE_QUEUE);
         let (finished, done) = tokio::sync::oneshot::channel();
-        let work = move || {
-            let mut hasher = Sha256::new();
-            let mut result = Ok(());
-            'batches: while let Some(batch) = queue.blocking_recv() {
-                for chunk in batch {
-                    hasher.update(&chunk);
-                    if let Err(e) = file.write_all(&chunk) {
-                        result = Err(e);
-                        break 'batches;
-                    }
+        let spawned = std::thread::Builder::new()
+            .name("blob-hasher".into())
+            .spawn(move || {
+                if let Some(written) = hash_then_write(queue, file) {
+                    let _ = finished.send(written);
                 }
-            }
-            let _ = finished.send(Written {
-                file,
-                hasher,
-                result,
             });
-        };
-        if let Err(e) = std::thread::Builder::new()
-            .name("blob-writer".into())
-            .spawn(work)
-        {
+        if let Err(e) = spawned {
             // No thread: the queue's receiver is gone with the closure, so the
             // first write fails and says why.
-            tracing::warn!(error = %e, "cannot start a blob writer thread");
+            tracing::warn!(error = %e, "cannot start a blob hashing thread");
         }
         Self { chunks, done }
     }
@@ -622,6 +613,68 @@ impl HashWriter {
             .map_err(|_| io::Error::other("the blob writer thread is gone"))?;
         written.result.map(|()| (written.file, written.hasher))
     }
+}
+
+/// The hashing thread: hashes each batch and hands it to a writing thread. Stops
+/// early when the writer stopped on an error (its receiver is gone), which in turn
+/// makes the receiving task's next send fail. `None` if there was no writer thread.
+fn hash_then_write(mut queue: tokio::sync::mpsc::Receiver<Batch>, file: File) -> Option<Written> {
+    let (to_writer, batches) = std::sync::mpsc::sync_channel::<Batch>(WRITE_QUEUE);
+    let writer = std::thread::Builder::new()
+        .name("blob-writer".into())
+        .spawn(move || write_batches(batches, file));
+    let writer = match writer {
+        Ok(writer) => writer,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a blob writer thread");
+            return None;
+        }
+    };
+    let mut hasher = Sha256::new();
+    while let Some(batch) = queue.blocking_recv() {
+        for chunk in &batch {
+            hasher.update(chunk);
+        }
+        if to_writer.send(batch).is_err() {
+            break;
+        }
+    }
+    drop(queue);
+    drop(to_writer);
+    let (file, result) = writer.join().ok()?;
+    Some(Written {
+        file,
+        hasher,
+        result,
+    })
+}
+
+/// The writing thread: writes batches in order until the queue closes or a write fails.
+fn write_batches(
+    batches: std::sync::mpsc::Receiver<Batch>,
+    mut file: File,
+) -> (File, io::Result<()>) {
+    for batch in batches {
+        if let Err(e) = write_batch(&mut file, &batch) {
+            return (file, Err(e));
+        }
+    }
+    (file, Ok(()))
+}
+
+/// Writes a batch of chunks with as few `writev` calls as the kernel allows.
+fn write_batch(file: &mut File, batch: &[bytes::Bytes]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = batch.iter().map(|c| io::IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl BlobWriter {
