@@ -85,13 +85,6 @@ impl RegistryReader {
             .map(reqwest::Certificate::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| setup(format!("bad CA certificate: {e}")))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .read_timeout(read_timeout)
-            .tls_certs_merge(roots)
-            .user_agent(concat!("executor/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| setup(error_chain(&e)))?;
         let scheme = if opts.insecure_registries.iter().any(|r| r == &registry) {
             "http"
         } else {
@@ -117,13 +110,31 @@ impl RegistryReader {
             Some(Credentials { username, password }) => RegistryAuth::Basic(username, password),
             None => RegistryAuth::Anonymous,
         };
+        // Each client loads the system's CA certificates (about 2 ms), and oci-client
+        // builds two: build ours on a second thread meanwhile.
+        let (http, client) = std::thread::scope(|scope| {
+            let http = scope.spawn(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(connect_timeout)
+                    .read_timeout(read_timeout)
+                    .tls_certs_merge(roots)
+                    .user_agent(concat!("executor/", env!("CARGO_PKG_VERSION")))
+                    .build()
+            });
+            let client = Client::new(config);
+            let http = http
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (http, client)
+        });
+        let http = http.map_err(|e| setup(error_chain(&e)))?;
         tracing::debug!(
             registry = %registry,
             authenticated = !matches!(auth, RegistryAuth::Anonymous),
             "registry client ready"
         );
         Ok(RegistryReader {
-            client: Client::new(config),
+            client,
             reference,
             auth,
             http,
