@@ -240,8 +240,12 @@ bench_bundle_runc() {
         runc --root "$W/runc" run --bundle "$W/wb-$1" "wb-$1" &&
         umount "$W/wb-$1/rootfs" && rm -rf "$W/wb-$1"
 }
+# The floor of `--runtime runc`: the OCI lifecycle (create, start, delete) is two runc
+# processes more than `runc run`; one short runc process, less what timing itself costs.
+bench_runc_proc() { runc --root "$W/runc" list; }
+bench_noop() { :; }
 if [ $RUN_IMAGES = 1 ]; then
-    interleave "$ROUNDS" runc exec_embedded exec_runc podman
+    interleave "$ROUNDS" runc exec_embedded exec_runc podman runc_proc noop
 else
     interleave "$ROUNDS" runc bundle_runc podman
 fi
@@ -315,6 +319,44 @@ bench_pull_curl() {
     for p in "${pids[@]}"; do wait "$p"; done
 }
 interleave "$ROUNDS" pull_exec pull_curl
+# CPU time (user + system) of each side and of the registry serving it, in untimed
+# rounds: with two cores, (executor + registry CPU) / cores bounds the pull's wall time.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$REGISTRY_PID/stat"; }
+# CPU (user + system, ms) of this shell's waited-for children so far, into CHILDREN_MS:
+# `times` in this shell (a subshell counts its own children only), parsed without
+# starting a process that would count too.
+children_cpu() {
+    local user sys
+    times >"$W/times"
+    { read -r _; read -r user sys; } <"$W/times"
+    CHILDREN_MS=$(( $(ms_of "$user") + $(ms_of "$sys") ))
+}
+ms_of() { # 1m2.345s -> 62345
+    local m=${1%%m*} s=${1#*m}
+    s=${s%s}
+    echo $(( (10#$m * 60 + 10#${s%.*}) * 1000 + 10#${s#*.} ))
+}
+cpu_of() {
+    local label=$1 r before reg_before
+    local -a own=() reg=()
+    for r in 1 2 3; do
+        "prep_$label" "$r"
+        reg_before=$(cpu_ticks)
+        children_cpu
+        before=$CHILDREN_MS
+        "bench_$label" "$r" >/dev/null 2>>"$W/bench.err" || die "$label failed (CPU round $r)"
+        children_cpu
+        own+=("$(( CHILDREN_MS - before ))")
+        reg+=("$(( ($(cpu_ticks) - reg_before) * 1000 / CLK_TCK ))")
+    done
+    CPU[$label]=$(printf '%s\n' "${own[@]}" | sort -n | sed -n 2p)
+    CPU[reg_$label]=$(printf '%s\n' "${reg[@]}" | sort -n | sed -n 2p)
+    log "$label: CPU ${CPU[$label]} ms, registry ${CPU[reg_$label]} ms (medians of 3)"
+}
+declare -A CPU
+CLK_TCK=$(getconf CLK_TCK)
+cpu_of pull_exec
+cpu_of pull_curl
 rm -rf "$W/pull-root" "$W/curl"
 fi
 
@@ -367,6 +409,8 @@ if want 1 && [ $RUN_IMAGES = 1 ]; then
     r=$(ratio exec_embedded runc); row "1 warm: executor run (embedded) / runc run of a bundle" "$r" "<= 1.25" "$(met "$r" "<=" 1.25)"
     r=$(ratio exec_runc runc); row "1 warm: executor run --runtime runc / runc run" "$r" "<= 1.25" "$(met "$r" "<=" 1.25)"
     r=$(ratio exec_embedded podman); row "1 warm: executor run (embedded) / podman run" "$r" "<= 0.25" "$(met "$r" "<=" 0.25)"
+    r=$(awk -v r="${MED[runc]}" -v p="${MED[runc_proc]}" -v n="${MED[noop]}" 'BEGIN {printf "%.2f", (r + 2 * (p - n)) / r}')
+    row "1 floor of --runtime runc: (runc run + 2 runc) / runc run" "$r" "(a bound)" "-"
 elif want 1; then
     row "1 warm: executor run (needs the run issue)" "n/a" "<= 1.25 runc" "n/a"
     r=$(ratio bundle_runc runc); row "1 warm proxy: executor bundle + runc run / runc run" "$r" "(<= 1.25)" "$(met "$r" "<=" 1.25)"
@@ -383,6 +427,9 @@ if want 3; then
 fi
 if want 4; then
     r=$(ratio pull_curl pull_exec); row "4 pull: throughput executor / parallel curl" "$r" ">= 0.8" "$(met "$r" ">=" 0.8)"
+    r=$(awk -v c="${MED[pull_curl]}" -v e="${CPU[pull_exec]}" -v g="${CPU[reg_pull_exec]}" -v n="$(nproc)" \
+        'BEGIN {printf "%.2f", c * 1000 / ((e + g) / n)}')
+    row "4 pull: best ratio the CPU allows (all cores busy)" "$r" "(a bound)" "-"
 fi
 if want 6 && want 2; then
     r=$(ratio concurrent cold_exec); row "6 ${CONCURRENT} concurrent cold / one cold run (wall)" "$r" "<= 2" "$(met "$r" "<=" 2)"
@@ -394,4 +441,5 @@ if want 6; then
 fi
 echo
 echo "medians (s): $(for k in "${!MED[@]}"; do printf '%s=%s ' "$k" "${MED[$k]}"; done)"
+want 4 && echo "pull CPU (ms): executor ${CPU[pull_exec]} + registry ${CPU[reg_pull_exec]}; curl ${CPU[pull_curl]} + registry ${CPU[reg_pull_curl]}"
 [ $RUN_IMAGES = 1 ] || echo "note: 'executor' in cases 2 and 6 is executor pull + executor bundle + runc run"
