@@ -548,7 +548,7 @@ pub struct BlobWriter {
     /// Chunks not yet handed to the thread: they go in batches of at least
     /// [`WRITE_BATCH`] bytes, one thread wake-up per batch rather than per chunk
     /// (the network hands over a few KiB at a time).
-    batch: Vec<bytes::Bytes>,
+    batch: Batch,
     batch_len: usize,
     temp: Option<tempfile::TempPath>,
     digest: Digest,
@@ -565,12 +565,15 @@ const WRITE_QUEUE: usize = 8;
 /// Bytes gathered before a batch is handed to the hashing thread.
 const WRITE_BATCH: usize = 256 * 1024;
 
+/// Chunks as the network handed them over, passed between the threads as one unit.
+type Batch = Vec<bytes::Bytes>;
+
 /// The threads that hash and write a blob's chunks: the hashing thread takes each
 /// batch from the receiving task and passes it on to the writing thread, so that
 /// sha256 (the larger cost) and the copy into the file run side by side.
 #[derive(Debug)]
 struct HashWriter {
-    chunks: tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>,
+    chunks: tokio::sync::mpsc::Sender<Batch>,
     done: tokio::sync::oneshot::Receiver<Written>,
 }
 
@@ -581,8 +584,6 @@ struct Written {
     hasher: Sha256,
     result: io::Result<()>,
 }
-
-type Batch = Vec<bytes::Bytes>;
 
 impl HashWriter {
     fn spawn(file: File) -> Self {
@@ -639,6 +640,8 @@ fn hash_then_write(mut queue: tokio::sync::mpsc::Receiver<Batch>, file: File) ->
             break;
         }
     }
+    // The receiving task's next send fails now rather than after the join; the
+    // writer sees the end of its queue.
     drop(queue);
     drop(to_writer);
     let (file, result) = writer.join().ok()?;
