@@ -22,16 +22,4 @@ pub use token::TokenServer;
 
 /// A valid runner context (YAML) for tests that run an image: a dry run named
 /// `action-1` with a 10 minute timeout.
-pub const RUNNER_CONTEXT: &str = "\
-name: action-1
-dryRun: true
-timeout: 10m
-platform:
-  namespace: default
-  serviceAccountName: runner
-  ownerRef:
-    apiVersion: core.capact.io/v1alpha1
-    kind: Action
-    name: action-1
-    uid: 7d3c1f2e
-";
+pub const RUNNER_CONTEXT: &str = include_str!("../fixtures/runner-context.yaml");

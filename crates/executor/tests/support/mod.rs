@@ -169,17 +169,6 @@ pub fn build_image(layout: &Path, script: &str) {
     ]);
 }
 
-/// A runner context (YAML) with `dryRun: true` and the given timeout.
-pub const CONTEXT: &str = "\
-name: action-1
-dryRun: true
-timeout: 10m
-platform:
-  namespace: default
-  serviceAccountName: runner
-  ownerRef:
-    apiVersion: core.capact.io/v1alpha1
-    kind: Action
-    name: action-1
-    uid: 7d3c1f2e
-";
+/// A valid runner context (YAML): a dry run named `action-1` with a 10 minute
+/// timeout; the file the integration tests' `RUNNER_CONTEXT` reads too.
+pub const CONTEXT: &str = include_str!("../../../../tests/fixtures/runner-context.yaml");
