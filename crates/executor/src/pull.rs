@@ -2,6 +2,15 @@
 //! manifest, fetch every blob it needs (verified, streamed, deduplicated, in parallel),
 //! then record the reference.
 //!
+//! [`pull_and_unpack`] also unpacks the layers into overlay snapshots while they download:
+//! each layer's bytes go to the content store's temp file and, as they land there, to an
+//! unpacker that decompresses, hashes (the diff ID) and applies them into a temp snapshot
+//! (a layer whose lower snapshots are not there yet is unpacked, from the same temp file,
+//! once they are). The blob is stored and the snapshot committed only when both the
+//! compressed digest and the diff ID verified; otherwise both are discarded. Layers download
+//! in parallel up to `max_concurrent_downloads`; each blob is still fetched once across
+//! processes (under its blob lock, held until the snapshot is committed).
+//!
 //! Faults are handled where they happen: transient errors (connection resets, 5xx, 429,
 //! stalls) are retried with exponential backoff, and a blob interrupted mid-way resumes
 //! from where it stopped with an HTTP `Range` request when the registry allows it.
@@ -14,19 +23,22 @@
 //! `RELIABILITY.md` for the faults this was tested against.
 
 use crate::reference::ImageSource;
+use crate::snapshot::{LayerBlob, SnapshotError, Snapshotter, Streamed};
 use crate::source::layout::LayoutReader;
 use crate::source::registry::{RegistryOptions, RegistryReader};
 use crate::source::{
     CONFIG_MEDIA_TYPES, ImageReader, LAYER_MEDIA_TYPES, Manifest, Platform, SourceError,
     parse_manifest, select_platform, verify_bytes,
 };
-use crate::store::{ImageRecord, Store, StoreError};
+use crate::store::{BlobWriter, ImageRecord, Store, StoreError, VerifiedBlob};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use oci_spec::image::{Descriptor, Digest, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
 
 /// Errors from pulling an image.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +78,16 @@ pub enum PullError {
         reference: String,
         /// The config's media type.
         media_type: String,
+    },
+    /// Unpacking a layer while it downloaded failed (a malformed layer, a diff ID that
+    /// does not match); neither its blob nor its snapshot was stored.
+    #[error("pulling {reference}")]
+    Unpack {
+        /// The normalized reference being pulled.
+        reference: String,
+        /// The underlying error.
+        #[source]
+        source: SnapshotError,
     },
     /// A blob transfer made no progress for longer than the stall timeout, every try.
     #[error("pulling {reference}: blob {digest} stalled for {seconds}s")]
@@ -120,6 +142,28 @@ pub async fn pull(
     source: &ImageSource,
     opts: &PullOptions,
 ) -> Result<ImageRecord, PullError> {
+    pull_into(store, None, source, opts).await
+}
+
+/// Pulls like [`pull`] and unpacks every layer into `snapshots` as its bytes arrive (see
+/// the module docs), so that [`Snapshotter::prepare`] afterwards finds them all. With
+/// flattened snapshots (no overlayfs) layers are unpacked afterwards instead, each
+/// needing a copy of the one below.
+pub async fn pull_and_unpack(
+    store: &Store,
+    snapshots: &Snapshotter,
+    source: &ImageSource,
+    opts: &PullOptions,
+) -> Result<ImageRecord, PullError> {
+    pull_into(store, Some(snapshots), source, opts).await
+}
+
+async fn pull_into(
+    store: &Store,
+    snapshots: Option<&Snapshotter>,
+    source: &ImageSource,
+    opts: &PullOptions,
+) -> Result<ImageRecord, PullError> {
     let reference = source.to_string();
     let reader: Box<dyn ImageReader> = match source {
         ImageSource::Registry(r) => Box::new(
@@ -135,6 +179,7 @@ pub async fn pull(
     };
     Puller {
         store,
+        snapshots: snapshots.filter(|s| s.uses_overlay()),
         reader: reader.as_ref(),
         reference,
         opts,
@@ -146,6 +191,8 @@ pub async fn pull(
 
 struct Puller<'a> {
     store: &'a Store,
+    /// Unpack while fetching into these (overlay) snapshots.
+    snapshots: Option<&'a Snapshotter>,
     reader: &'a dyn ImageReader,
     reference: String,
     opts: &'a PullOptions,
@@ -155,6 +202,13 @@ struct Puller<'a> {
 impl Puller<'_> {
     fn source_err(&self, source: SourceError) -> PullError {
         PullError::Source {
+            reference: self.reference.clone(),
+            source,
+        }
+    }
+
+    fn unpack_err(&self, source: SnapshotError) -> PullError {
+        PullError::Unpack {
             reference: self.reference.clone(),
             source,
         }
@@ -214,16 +268,34 @@ impl Puller<'_> {
             }
         }
 
-        // Futures collected first: a lazily mapped iterator here trips the compiler's
-        // higher-ranked `Send` check when `pull` itself is spawned.
-        let fetches: Vec<_> = std::iter::once(manifest.config())
-            .chain(manifest.layers().iter())
-            .map(|d| self.fetch_blob(d))
-            .collect();
-        futures::stream::iter(fetches)
-            .buffer_unordered(self.opts.max_concurrent_downloads.max(1))
-            .try_collect::<Vec<()>>()
-            .await?;
+        if let Some(snapshots) = self.snapshots {
+            // The diff IDs are in the config: it comes first.
+            self.fetch_blob(manifest.config()).await?;
+            let digest = manifest.config().digest();
+            let data = self
+                .store
+                .read_blob(digest)
+                .map_err(|e| self.store_err(e))?;
+            let config: ImageConfiguration = serde_json::from_slice(&data).map_err(|source| {
+                self.store_err(StoreError::Json {
+                    path: self.store.blob_path(digest),
+                    source,
+                })
+            })?;
+            self.stream_layers(snapshots, &config, manifest.layers())
+                .await?;
+        } else {
+            // Futures collected first: a lazily mapped iterator here trips the compiler's
+            // higher-ranked `Send` check when `pull` itself is spawned.
+            let fetches: Vec<_> = std::iter::once(manifest.config())
+                .chain(manifest.layers().iter())
+                .map(|d| self.fetch_blob(d))
+                .collect();
+            futures::stream::iter(fetches)
+                .buffer_unordered(self.opts.max_concurrent_downloads.max(1))
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
 
         let platform = platform.or_else(|| {
             // A single-platform image: read the platform from its config for display.
@@ -380,17 +452,230 @@ impl Puller<'_> {
             tracing::debug!(image = %self.reference, blob = %digest, "stored by another pull");
             return Ok(());
         }
-        let bar = self.progress_bar(descriptor);
-        let mut writer = self
+        let writer = self
             .store
             .blob_writer(digest, size)
             .await
             .map_err(|e| self.store_err(e))?;
+        let (verified, _) = self.download(descriptor, writer).await?;
+        verified.persist().map_err(|e| self.store_err(e))
+    }
+
+    /// Fetches and unpacks every layer, in parallel: up to `max_concurrent_downloads`
+    /// downloading at a time, each unpacked as its bytes arrive once the snapshots below it
+    /// are committed. Waits for every layer's work to end (so that a failure leaves no
+    /// temp file or directory of this pull behind), then reports the first failure.
+    async fn stream_layers(
+        &self,
+        snapshots: &Snapshotter,
+        config: &ImageConfiguration,
+        descriptors: &[Descriptor],
+    ) -> Result<(), PullError> {
+        let layers = crate::snapshot::layer_blobs(config, descriptors, |d| self.store.blob_path(d))
+            .map_err(|e| self.unpack_err(e))?;
+        if let Some(layer) = layers
+            .iter()
+            .find(|l| l.diff_id.algorithm().as_ref() != "sha256")
+        {
+            return Err(self.unpack_err(SnapshotError::UnsupportedDiffId {
+                digest: layer.digest.clone(),
+                diff_id: layer.diff_id.clone(),
+            }));
+        }
+        let chains = crate::snapshot::chain_ids(layers.iter().map(|l| &l.diff_id));
+        let slots = Semaphore::new(self.opts.max_concurrent_downloads.max(1));
+        // Kept here, not moved into the tasks: every task sends its outcome before it
+        // ends, so a waiter never sees a closed channel.
+        let (states, watchers): (Vec<_>, Vec<_>) = layers
+            .iter()
+            .map(|_| watch::channel(LayerState::Pending))
+            .unzip();
+        let tasks: Vec<_> = layers
+            .iter()
+            .zip(descriptors)
+            .zip(&chains)
+            .zip(&states)
+            .enumerate()
+            .map(|(i, (((layer, descriptor), chain), state))| {
+                let lowers = &watchers[..i];
+                let slots = &slots;
+                async move {
+                    let result = self
+                        .layer(snapshots, layer, descriptor, chain, lowers, slots)
+                        .await;
+                    state.send_replace(match &result {
+                        Ok(Some(dir)) => LayerState::Ready(dir.clone()),
+                        _ => LayerState::Failed,
+                    });
+                    result
+                }
+            })
+            .collect();
+        let results = futures::future::join_all(tasks).await;
+        for result in results {
+            // `None`: gave up because a layer below failed, which is reported itself.
+            result?;
+        }
+        Ok(())
+    }
+
+    /// One layer of [`Puller::stream_layers`]: its snapshot directory once committed, or
+    /// `None` if a layer below it failed.
+    async fn layer(
+        &self,
+        snapshots: &Snapshotter,
+        layer: &LayerBlob,
+        descriptor: &Descriptor,
+        chain: &Digest,
+        lowers: &[watch::Receiver<LayerState>],
+        slots: &Semaphore,
+    ) -> Result<Option<PathBuf>, PullError> {
+        let digest = descriptor.digest();
+        let size = descriptor.size();
+        let dir = snapshots.snapshot_dir(chain);
+        let slot = slots
+            .acquire()
+            .await
+            .expect("the download semaphore is never closed");
+        if self.store.has_blob(digest, size) && dir.exists() {
+            tracing::debug!(image = %self.reference, blob = %digest, "already stored and unpacked");
+            return Ok(Some(dir));
+        }
+        let lock = self
+            .store
+            .lock_blob(digest)
+            .await
+            .map_err(|e| self.store_err(e))?;
+        if !self.store.has_blob(digest, size) {
+            let writer = self
+                .store
+                .blob_writer(digest, size)
+                .await
+                .map_err(|e| self.store_err(e))?;
+            if dir.exists() {
+                // Unpacked earlier, its blob since pruned: fetch the blob alone.
+                let (verified, _) = self.download(descriptor, writer).await?;
+                verified.persist().map_err(|e| self.store_err(e))?;
+                return Ok(Some(dir));
+            }
+            return self
+                .stream_layer(snapshots, layer, descriptor, chain, lowers, writer, slot)
+                .await;
+        }
+        // Stored by another pull (or `executor pull`) but not unpacked: unpack the blob.
+        drop((slot, lock));
+        let Some(lower_dirs) = wait_lowers(lowers).await else {
+            return Ok(None);
+        };
+        let (snapshots, layer, chain) = (snapshots.clone(), layer.clone(), chain.clone());
+        let dir =
+            tokio::task::spawn_blocking(move || snapshots.ensure(&layer, &chain, &lower_dirs))
+                .await
+                .map_err(|e| self.store_err(StoreError::Task(e.to_string())))?
+                .map_err(|e| self.unpack_err(e))?;
+        Ok(Some(dir))
+    }
+
+    /// Downloads a layer into `writer` while unpacking it from the bytes the writer puts
+    /// on disk; stores the blob and commits the snapshot once both verified. The caller
+    /// holds the blob's lock (`_slot` is the download slot, given back once the bytes are
+    /// in).
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_layer(
+        &self,
+        snapshots: &Snapshotter,
+        layer: &LayerBlob,
+        descriptor: &Descriptor,
+        chain: &Digest,
+        lowers: &[watch::Receiver<LayerState>],
+        writer: BlobWriter,
+        slot: tokio::sync::SemaphorePermit<'_>,
+    ) -> Result<Option<PathBuf>, PullError> {
+        let follower = writer.follower().map_err(|e| self.store_err(e))?;
+        let download = async {
+            let downloaded = self.download(descriptor, writer).await;
+            drop(slot);
+            downloaded
+        };
+        let unpack = async {
+            let lower_dirs = wait_lowers(lowers).await?;
+            let (snapshots, layer, chain, dirs) = (
+                snapshots.clone(),
+                layer.clone(),
+                chain.clone(),
+                lower_dirs.clone(),
+            );
+            let unpacked = tokio::task::spawn_blocking(move || {
+                snapshots.unpack_pending(&layer, &chain, &dirs, follower)
+            })
+            .await;
+            Some((lower_dirs, unpacked))
+        };
+        // Both run to their end: a failed download stops the unpacker (its reads fail),
+        // and each removes its own temp file or directory before this returns.
+        let (downloaded, unpacked) = tokio::join!(download, unpack);
+        let (verified, restarted) = downloaded?;
+        let Some((lower_dirs, unpacked)) = unpacked else {
+            return Ok(None);
+        };
+        let unpacked = unpacked.map_err(|e| self.store_err(StoreError::Task(e.to_string())))?;
+        let pending = match unpacked {
+            Ok(Streamed::Pending(pending)) if !restarted => Some(pending),
+            Ok(Streamed::Present(dir)) => {
+                verified.persist().map_err(|e| self.store_err(e))?;
+                return Ok(Some(dir));
+            }
+            // What was unpacked is exactly the verified blob: the layer itself is bad.
+            Err(e) if !restarted => return Err(self.unpack_err(e)),
+            // The layer needs an overlay mount, or the stream was of a download that
+            // started over: unpack the verified blob instead.
+            _ => None,
+        };
+        let dir = match pending {
+            Some(pending) => {
+                verified.persist().map_err(|e| self.store_err(e))?;
+                pending.commit().map_err(|e| self.unpack_err(e))?
+            }
+            None => {
+                let from = LayerBlob {
+                    path: verified.path().to_owned(),
+                    ..layer.clone()
+                };
+                let (snapshots, chain) = (snapshots.clone(), chain.clone());
+                let dir = tokio::task::spawn_blocking(move || {
+                    snapshots.ensure(&from, &chain, &lower_dirs)
+                })
+                .await
+                .map_err(|e| self.store_err(StoreError::Task(e.to_string())))?
+                .map_err(|e| self.unpack_err(e))?;
+                verified.persist().map_err(|e| self.store_err(e))?;
+                dir
+            }
+        };
+        tracing::info!(image = %self.reference, layer = %layer.digest, chain_id = %chain, "unpacked layer while fetching");
+        Ok(Some(dir))
+    }
+
+    /// Downloads one blob into `writer` (fresh), with retries and resumes, and verifies
+    /// it; the caller holds the blob's lock and stores the result. Also says whether the
+    /// download had to start over with a fresh writer (which fails `writer`'s followers).
+    async fn download(
+        &self,
+        descriptor: &Descriptor,
+        mut writer: BlobWriter,
+    ) -> Result<(VerifiedBlob, bool), PullError> {
+        let digest = descriptor.digest();
+        let size = descriptor.size();
+        let bar = self.progress_bar(descriptor);
+        let mut restarted = false;
         let mut attempt = 0;
-        loop {
-            let failure = match self.transfer(descriptor, &mut writer, bar.as_ref()).await {
-                Ok(()) => match writer.commit().await {
-                    Ok(()) => break,
+        let verified = loop {
+            let transferred = self
+                .transfer(descriptor, &mut writer, bar.as_ref(), &mut restarted)
+                .await;
+            let failure = match transferred {
+                Ok(()) => match writer.verify().await {
+                    Ok(verified) => break verified,
                     // Bytes mangled on the way (a bad proxy, a flaky middlebox): the temp
                     // file is gone, so start over from byte 0. A registry that keeps
                     // serving bad content fails once the retries are used up.
@@ -402,6 +687,7 @@ impl Puller<'_> {
                             error = %e, "blob content is wrong; downloading it again"
                         );
                         attempt += 1;
+                        restarted = true;
                         writer = self
                             .store
                             .blob_writer(digest, size)
@@ -438,7 +724,7 @@ impl Puller<'_> {
                 Failure::Source(e) => return Err(self.source_err(e)),
                 Failure::Store(e) => return Err(self.store_err(e)),
             }
-        }
+        };
         match bar {
             // The bar already shows it; a log line would tear the bars apart.
             Some(bar) => {
@@ -447,15 +733,16 @@ impl Puller<'_> {
             }
             None => tracing::info!(image = %self.reference, blob = %digest, size, "fetched blob"),
         }
-        Ok(())
+        Ok((verified, restarted))
     }
 
     /// One attempt: streams the rest of the blob (from `writer.written()`) into the writer.
     async fn transfer(
         &self,
         descriptor: &Descriptor,
-        writer: &mut crate::store::BlobWriter,
+        writer: &mut BlobWriter,
         bar: Option<&ProgressBar>,
+        restarted: &mut bool,
     ) -> Result<(), Failure> {
         let offset = writer.written();
         // A registry that never sends the response head counts as a stall too.
@@ -469,6 +756,7 @@ impl Puller<'_> {
         if start != offset {
             // The source ignored the range: start over with a fresh temp file.
             tracing::debug!(blob = %descriptor.digest(), "source does not resume; restarting");
+            *restarted = true;
             *writer = self
                 .store
                 .blob_writer(descriptor.digest(), descriptor.size())
@@ -539,4 +827,31 @@ enum Failure {
     Source(SourceError),
     Store(StoreError),
     Stalled,
+}
+
+/// How far one layer of [`Puller::stream_layers`] got, for the layers above it.
+#[derive(Debug, Clone)]
+enum LayerState {
+    Pending,
+    Ready(PathBuf),
+    Failed,
+}
+
+/// Waits until every layer in `lowers` has its snapshot; their directories, bottom
+/// first, or `None` as soon as one of them failed.
+async fn wait_lowers(lowers: &[watch::Receiver<LayerState>]) -> Option<Vec<PathBuf>> {
+    let mut dirs = Vec::with_capacity(lowers.len());
+    for lower in lowers {
+        let mut lower = lower.clone();
+        let state = lower
+            .wait_for(|s| !matches!(s, LayerState::Pending))
+            .await
+            .ok()?
+            .clone();
+        match state {
+            LayerState::Ready(dir) => dirs.push(dir),
+            _ => return None,
+        }
+    }
+    Some(dirs)
 }

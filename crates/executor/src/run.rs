@@ -166,7 +166,14 @@ impl ImageBundle {
             .into()),
             (None, _) => {
                 tracing::info!(image = %self.source, "pulling");
-                Ok(crate::pull::pull(&self.store, &self.source, &self.pull_options).await?)
+                // Layers are unpacked as they download; `prepare` then finds them.
+                Ok(crate::pull::pull_and_unpack(
+                    &self.store,
+                    &self.snapshots,
+                    &self.source,
+                    &self.pull_options,
+                )
+                .await?)
             }
         }
     }

@@ -403,19 +403,7 @@ impl Snapshotter {
         let chains = chain_ids(layers.iter().map(|l| &l.diff_id));
         let mut dirs: Vec<PathBuf> = Vec::with_capacity(layers.len());
         for (layer, chain) in layers.iter().zip(&chains) {
-            let dir = self.snapshot_dir(chain);
-            if !dir.exists() {
-                let _lock = self.lock(chain)?;
-                // Another process may have finished it while we waited for the lock.
-                if !dir.exists() {
-                    if self.overlay {
-                        self.unpack_one(layer, &dirs, &dir)?;
-                    } else {
-                        self.unpack_flat(layer, dirs.last(), &dir)?;
-                    }
-                    tracing::info!(layer = %layer.digest, chain_id = %chain, "unpacked layer");
-                }
-            }
+            let dir = self.ensure(layer, chain, &dirs)?;
             dirs.push(dir);
         }
         if !self.overlay {
@@ -423,6 +411,88 @@ impl Snapshotter {
             return Ok(dirs.pop().into_iter().collect());
         }
         Ok(dirs)
+    }
+
+    /// Makes sure the snapshot of one layer is there, unpacking it from `layer.path` if
+    /// not, and returns its directory. `chain` is the layer's chain ID and `lowers` the
+    /// directories [`Snapshotter::prepare`] returned for the layers below it (with
+    /// overlayfs, one per layer; flattened, at most the parent's tree).
+    pub fn ensure(
+        &self,
+        layer: &LayerBlob,
+        chain: &Digest,
+        lowers: &[PathBuf],
+    ) -> Result<PathBuf, SnapshotError> {
+        let dir = self.snapshot_dir(chain);
+        if !dir.exists() {
+            let _lock = self.lock(chain)?;
+            // Another process may have finished it while we waited for the lock.
+            if !dir.exists() {
+                if self.overlay {
+                    self.unpack_one(layer, lowers, &dir)?;
+                } else {
+                    self.unpack_flat(layer, lowers.last(), &dir)?;
+                }
+                tracing::info!(layer = %layer.digest, chain_id = %chain, "unpacked layer");
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Unpacks one layer from a stream of its blob's bytes (a download in progress) into
+    /// a temp snapshot over the overlay snapshots `lowers` (one per layer below, bottom
+    /// first), checking its diff ID; nothing is visible until [`PendingSnapshot::commit`].
+    /// Overlay snapshots only (with flattened ones, use [`Snapshotter::ensure`]).
+    ///
+    /// Returns [`Streamed::NeedsBlob`], leaving nothing behind, where the layer needs an
+    /// overlay mount to unpack (see [`unpack::unpack_layer_over`]): the caller unpacks it
+    /// with [`Snapshotter::ensure`] once the whole blob is there.
+    pub fn unpack_pending(
+        &self,
+        layer: &LayerBlob,
+        chain: &Digest,
+        lowers: &[PathBuf],
+        reader: impl io::Read + Send,
+    ) -> Result<Streamed, SnapshotError> {
+        let dest = self.snapshot_dir(chain);
+        let lock = self.lock(chain)?;
+        if dest.exists() {
+            return Ok(Streamed::Present(dest));
+        }
+        let unpack_err = |source| SnapshotError::Unpack {
+            digest: layer.digest.clone(),
+            source,
+        };
+        let compression =
+            unpack::Compression::from_media_type(&layer.media_type).map_err(unpack_err)?;
+        let work = self.temp_dir()?;
+        let tree = work.path().join("upper");
+        create_dir_mode(&tree, 0o755)?;
+        let result = unpack::unpack_stream_over(reader, compression, &tree, lowers, &self.unpack);
+        let stats = match result {
+            Err(error @ (UnpackError::Invalid { .. } | UnpackError::Apply { .. }))
+                if !lowers.is_empty() =>
+            {
+                tracing::debug!(layer = %layer.digest, error = %error, "layer needs an overlay mount to unpack");
+                work.close()
+                    .map_err(io_err("remove temp directory", &self.root))?;
+                return Ok(Streamed::NeedsBlob);
+            }
+            other => other.map_err(unpack_err)?,
+        };
+        if stats.diff_id != layer.diff_id {
+            return Err(SnapshotError::DiffIdMismatch {
+                digest: layer.digest.clone(),
+                expected: Box::new(layer.diff_id.clone()),
+                actual: Box::new(stats.diff_id),
+            });
+        }
+        Ok(Streamed::Pending(PendingSnapshot {
+            tree,
+            dest,
+            work,
+            _lock: lock,
+        }))
     }
 
     /// Without overlayfs: copies the parent chain's tree and applies the layer to the copy,
@@ -653,7 +723,42 @@ impl Snapshotter {
     }
 }
 
+/// What [`Snapshotter::unpack_pending`] made of a layer stream.
+#[derive(Debug)]
+pub enum Streamed {
+    /// Unpacked and its diff ID verified, waiting to be committed.
+    Pending(PendingSnapshot),
+    /// The snapshot was there already (another process made it); the stream was not read.
+    Present(PathBuf),
+    /// The layer needs an overlay mount: unpack it from the whole blob instead.
+    NeedsBlob,
+}
+
+/// A snapshot unpacked into a temp directory, its diff ID verified, not visible yet: it
+/// holds the chain's lock until [`PendingSnapshot::commit`] renames it into place.
+/// Dropping it removes the directory.
+#[derive(Debug)]
+pub struct PendingSnapshot {
+    tree: PathBuf,
+    dest: PathBuf,
+    work: LockedTempDir,
+    _lock: Flock<File>,
+}
+
+impl PendingSnapshot {
+    /// Renames the snapshot into place and returns its directory.
+    pub fn commit(self) -> Result<PathBuf, SnapshotError> {
+        fs::rename(&self.tree, &self.dest).map_err(io_err("commit snapshot", &self.dest))?;
+        let work_path = self.work.path().to_owned();
+        self.work
+            .close()
+            .map_err(io_err("remove temp directory", &work_path))?;
+        Ok(self.dest)
+    }
+}
+
 /// A temp directory under `tmp/` with its lock held; both removed on close or drop.
+#[derive(Debug)]
 struct LockedTempDir {
     path: PathBuf,
     lock: Option<(Flock<File>, tempfile::TempPath)>,

@@ -283,8 +283,14 @@ impl Store {
             .tempfile_in(&tmp_dir)
             .map_err(io_err("creating a temp file in", &tmp_dir))?;
         let (file, temp) = named.into_parts();
+        // A second handle on the same file for [`BlobWriter::follower`]: it reads with
+        // `pread`, so the writer's file offset is not shared in any way that matters.
+        let follow = file.try_clone().map_err(io_err("opening", &temp))?;
+        let progress = std::sync::Arc::new(Progress::default());
         Ok(BlobWriter {
-            worker: Some(HashWriter::spawn(file)),
+            worker: Some(HashWriter::spawn(file, OnDisk(progress.clone()))),
+            follow,
+            progress,
             batch: Vec::new(),
             batch_len: 0,
             temp: Some(temp),
@@ -555,6 +561,113 @@ pub struct BlobWriter {
     size: u64,
     written: u64,
     dest: PathBuf,
+    /// The temp file, for followers.
+    follow: File,
+    /// How far the writing thread got, for followers.
+    progress: std::sync::Arc<Progress>,
+}
+
+/// How many bytes of a blob the writing thread has put into its temp file, and whether
+/// it stopped (done, failed, or the writer was dropped); followers wait on it.
+#[derive(Debug, Default)]
+struct Progress {
+    state: std::sync::Mutex<(u64, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Progress {
+    fn update(&self, f: impl FnOnce(&mut (u64, bool))) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut state);
+        self.changed.notify_all();
+    }
+}
+
+/// Held by the writing thread: reports each batch on disk, and the end of writing when
+/// dropped (however the thread ends, or if it never started).
+#[derive(Debug)]
+struct OnDisk(std::sync::Arc<Progress>);
+
+impl Drop for OnDisk {
+    fn drop(&mut self) {
+        self.0.update(|s| s.1 = true);
+    }
+}
+
+/// Reads a blob while it is being written (see [`BlobWriter::follower`]): each read
+/// waits until the bytes are in the temp file, and the stream ends at the blob's size.
+/// If the writer stops short (a failed or restarted download, a dropped writer) reads
+/// fail instead of ending, so a follower never takes a short blob for a whole one.
+/// Nothing read here is verified yet: the caller must not use the result before
+/// [`BlobWriter::verify`] succeeded.
+#[derive(Debug)]
+pub struct BlobFollower {
+    file: File,
+    progress: std::sync::Arc<Progress>,
+    offset: u64,
+    size: u64,
+    digest: Digest,
+}
+
+impl io::Read for BlobFollower {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if self.offset >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let on_disk = {
+            let mut state = self
+                .progress
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            while state.0 <= self.offset && !state.1 {
+                state = self
+                    .progress
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            state.0
+        };
+        if on_disk <= self.offset {
+            return Err(io::Error::other(format!(
+                "the download of blob {} stopped after {} of {} bytes",
+                self.digest, self.offset, self.size
+            )));
+        }
+        let want = buf.len().min((on_disk - self.offset) as usize);
+        let n = self.file.read_at(&mut buf[..want], self.offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// A blob whose size and digest were verified, still in its temp file: nothing is
+/// visible under `blobs/` until [`VerifiedBlob::persist`]; dropping it deletes the file.
+#[derive(Debug)]
+pub struct VerifiedBlob {
+    temp: tempfile::TempPath,
+    dest: PathBuf,
+}
+
+impl VerifiedBlob {
+    /// The temp file holding the verified content (to read it before it is stored).
+    pub fn path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Renames the blob into place.
+    pub fn persist(self) -> Result<(), StoreError> {
+        self.temp
+            .persist(&self.dest)
+            .map_err(|e| io_err("renaming into", &self.dest)(e.error))?;
+        let parent = self.dest.parent().unwrap_or(Path::new("/"));
+        sync_dir(parent)
+    }
 }
 
 /// Batches queued between the receiving task and the hashing thread, and again
@@ -586,13 +699,13 @@ struct Written {
 }
 
 impl HashWriter {
-    fn spawn(file: File) -> Self {
+    fn spawn(file: File, on_disk: OnDisk) -> Self {
         let (chunks, queue) = tokio::sync::mpsc::channel::<Batch>(WRITE_QUEUE);
         let (finished, done) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("blob-hasher".into())
             .spawn(move || {
-                if let Some(written) = hash_then_write(queue, file) {
+                if let Some(written) = hash_then_write(queue, file, on_disk) {
                     let _ = finished.send(written);
                 }
             });
@@ -619,11 +732,15 @@ impl HashWriter {
 /// The hashing thread: hashes each batch and hands it to a writing thread. Stops
 /// early when the writer stopped on an error (its receiver is gone), which in turn
 /// makes the receiving task's next send fail. `None` if there was no writer thread.
-fn hash_then_write(mut queue: tokio::sync::mpsc::Receiver<Batch>, file: File) -> Option<Written> {
+fn hash_then_write(
+    mut queue: tokio::sync::mpsc::Receiver<Batch>,
+    file: File,
+    on_disk: OnDisk,
+) -> Option<Written> {
     let (to_writer, batches) = std::sync::mpsc::sync_channel::<Batch>(WRITE_QUEUE);
     let writer = std::thread::Builder::new()
         .name("blob-writer".into())
-        .spawn(move || write_batches(batches, file));
+        .spawn(move || write_batches(batches, file, on_disk));
     let writer = match writer {
         Ok(writer) => writer,
         Err(e) => {
@@ -656,11 +773,14 @@ fn hash_then_write(mut queue: tokio::sync::mpsc::Receiver<Batch>, file: File) ->
 fn write_batches(
     batches: std::sync::mpsc::Receiver<Batch>,
     mut file: File,
+    on_disk: OnDisk,
 ) -> (File, io::Result<()>) {
     for batch in batches {
         if let Err(e) = write_batch(&mut file, &batch) {
             return (file, Err(e));
         }
+        let len: u64 = batch.iter().map(|c| c.len() as u64).sum();
+        on_disk.0.update(|s| s.0 += len);
     }
     (file, Ok(()))
 }
@@ -737,8 +857,30 @@ impl BlobWriter {
             .unwrap_or_default()
     }
 
+    /// A reader of this blob's bytes as they reach the temp file, for consumers that
+    /// work while the download goes on (unpacking a layer); see [`BlobFollower`]. Reads
+    /// start at byte 0; a writer replaced by a fresh one (a restart) fails its followers.
+    pub fn follower(&self) -> Result<BlobFollower, StoreError> {
+        let file = self
+            .follow
+            .try_clone()
+            .map_err(io_err("opening", &self.temp_path()))?;
+        Ok(BlobFollower {
+            file,
+            progress: self.progress.clone(),
+            offset: 0,
+            size: self.size,
+            digest: self.digest.clone(),
+        })
+    }
+
     /// Verifies size and digest, fsyncs and renames the blob into place.
-    pub async fn commit(mut self) -> Result<(), StoreError> {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.verify().await?.persist()
+    }
+
+    /// Verifies size and digest and fsyncs the temp file, without storing it yet.
+    pub async fn verify(mut self) -> Result<VerifiedBlob, StoreError> {
         self.send_batch().await?;
         let path = self.temp_path();
         let worker = self
@@ -765,11 +907,11 @@ impl BlobWriter {
             .map_err(io::Error::other)
             .and_then(|r| r);
         synced.map_err(io_err("syncing", &path))?;
-        let temp = self.temp.take().expect("commit consumes the writer once");
-        temp.persist(&self.dest)
-            .map_err(|e| io_err("renaming into", &self.dest)(e.error))?;
-        let parent = self.dest.parent().unwrap_or(Path::new("/"));
-        sync_dir(parent)
+        let temp = self.temp.take().expect("verify consumes the writer once");
+        Ok(VerifiedBlob {
+            temp,
+            dest: self.dest.clone(),
+        })
     }
 }
 

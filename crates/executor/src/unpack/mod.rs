@@ -234,6 +234,25 @@ pub fn unpack_stream<R: Read + Send>(
     unpack_stream_with(reader, compression, dest, Vec::new(), opts)
 }
 
+/// Unpacks a layer read from `reader` into `upper` over the snapshot directories `lowers`
+/// (bottom first); see [`unpack_layer_over`], whose caveats apply: it may give up where only
+/// an overlay mount would resolve the layer the same way, and the caller then unpacks the
+/// layer again from its blob.
+pub fn unpack_stream_over<R: Read + Send>(
+    reader: R,
+    compression: Compression,
+    upper: &Path,
+    lowers: &[PathBuf],
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
+    let lowers = lowers
+        .iter()
+        .rev()
+        .map(|l| open_root(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    unpack_stream_with(reader, compression, upper, lowers, opts)
+}
+
 /// Decompressing and hashing the layer (the diff ID) run on a second thread, ahead of
 /// the tar parsing and file writes on this one: for a large file they are most of the
 /// CPU time, for many small files the system calls are, and either way the two halves
