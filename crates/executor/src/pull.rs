@@ -616,6 +616,8 @@ impl Puller<'_> {
         let (downloaded, unpacked) = tokio::join!(download, unpack);
         let (verified, restarted) = downloaded?;
         let Some((lower_dirs, unpacked)) = unpacked else {
+            // A layer below failed; this blob itself verified, so keep it.
+            verified.persist().map_err(|e| self.store_err(e))?;
             return Ok(None);
         };
         let unpacked = unpacked.map_err(|e| self.store_err(StoreError::Task(e.to_string())))?;
@@ -838,7 +840,7 @@ enum LayerState {
 }
 
 /// Waits until every layer in `lowers` has its snapshot; their directories, bottom
-/// first, or `None` as soon as one of them failed.
+/// first, or `None` if one of them failed.
 async fn wait_lowers(lowers: &[watch::Receiver<LayerState>]) -> Option<Vec<PathBuf>> {
     let mut dirs = Vec::with_capacity(lowers.len());
     for lower in lowers {
