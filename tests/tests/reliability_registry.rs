@@ -2,13 +2,16 @@
 //! the platform manifest, the config and a layer, injected once (the pull must recover
 //! with verified content) and on every request (the pull must fail with a clear error).
 //! After each case the store holds no corrupt blob, no temp file and no record of a
-//! failed pull, and a later pull through the healed proxy succeeds.
+//! failed pull, and a later pull through the healed proxy succeeds. The layer cases run
+//! again with unpack while fetching (`pull_and_unpack`, as `executor run` pulls): a layer
+//! whose bytes fail verification mid-stream leaves no snapshot and no temp directory.
 
 mod common;
 
 use common::{error_chain, pull_options};
-use executor::pull::{PullOptions, pull};
+use executor::pull::{PullOptions, pull, pull_and_unpack};
 use executor::reference::ImageSource;
+use executor::snapshot::Snapshotter;
 use executor::store::Store;
 use integration_tests::{
     BuiltImage, Compression, Entry, Fault, FaultProxy, ImageSpec, LayerSpec, ManifestFormat,
@@ -134,6 +137,20 @@ fn expect(fault: Fault, target: Target, times: Times) -> Expect {
 
 /// Runs every fault against `target`, `times` often. Returns (cases, failures seen).
 async fn run_cases(repo: &str, target: Target, times: Times) -> (usize, usize) {
+    run_cases_with(repo, target, times, false).await
+}
+
+/// Entries of a directory (none if it does not exist).
+fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+/// [`run_cases`], pulling with `pull_and_unpack` when `unpack` is set; then the snapshot
+/// cache is checked too: nothing unpacked and no temp directory after a failed pull, every
+/// layer unpacked after the healed one.
+async fn run_cases_with(repo: &str, target: Target, times: Times, unpack: bool) -> (usize, usize) {
     let fx = fixture(repo);
     let path_part = match target {
         Target::RootManifest => "/manifests/v1".to_owned(),
@@ -160,9 +177,14 @@ async fn run_cases(repo: &str, target: Target, times: Times) -> (usize, usize) {
         let proxy = FaultProxy::start_with(fx.registry.addr(), &path_part, fault, times).unwrap();
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
+        let snaps = Snapshotter::new(root.path().join("snapshots")).unwrap();
         let opts = options(&proxy);
         let reference = ImageSource::parse(&format!("{}/{repo}:v1", proxy.addr())).unwrap();
-        let result = pull(&store, &reference, &opts).await;
+        let result = if unpack {
+            pull_and_unpack(&store, &snaps, &reference, &opts).await
+        } else {
+            pull(&store, &reference, &opts).await
+        };
         assert!(proxy.faults() >= 1, "{what}: the fault was never injected");
         match (expect(fault, target, times), result) {
             (Expect::Pulled, Ok(record)) => {
@@ -194,11 +216,28 @@ async fn run_cases(repo: &str, target: Target, times: Times) -> (usize, usize) {
                     vec![],
                     "{what}: a failed pull was recorded"
                 );
+                if unpack {
+                    // The faulty layer is the base: nothing can be unpacked.
+                    assert_eq!(snaps.snapshots().unwrap(), vec![], "{what}: snapshot left");
+                    let faulty = fx.host.layers[0].trim_start_matches("sha256:");
+                    assert!(
+                        !root.path().join("blobs/sha256").join(faulty).exists(),
+                        "{what}: the faulty blob was stored"
+                    );
+                }
             }
             (Expect::Fails(_), Ok(_)) => panic!("{what}: the pull succeeded"),
             (_, Err(e)) => panic!("{what}: the pull failed: {}", error_chain(&e)),
         }
         verify_store(root.path()).unwrap_or_else(|e| panic!("{what}: store inconsistent: {e:#}"));
+        if unpack {
+            let tmp = root.path().join("snapshots/tmp");
+            assert_eq!(
+                entries(&tmp),
+                Vec::<std::path::PathBuf>::new(),
+                "{what}: temp snapshot left"
+            );
+        }
 
         // The same reference through the healed path: whatever the failed pull left
         // behind must not get in the way.
@@ -209,9 +248,19 @@ async fn run_cases(repo: &str, target: Target, times: Times) -> (usize, usize) {
             retries: 4,
             ..opts.clone()
         };
-        let record = pull(&store, &reference, &healthy)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: pull after healing failed: {}", error_chain(&e)));
+        let record = if unpack {
+            pull_and_unpack(&store, &snaps, &reference, &healthy).await
+        } else {
+            pull(&store, &reference, &healthy).await
+        }
+        .unwrap_or_else(|e| panic!("{what}: pull after healing failed: {}", error_chain(&e)));
+        if unpack {
+            assert_eq!(
+                snaps.snapshots().unwrap().len(),
+                2,
+                "{what}: layers not unpacked"
+            );
+        }
         assert_eq!(record.manifest_digest.to_string(), fx.host.digest, "{what}");
         assert_eq!(
             record.index_digest.map(|d| d.to_string()),
@@ -289,5 +338,17 @@ async fn lasting_faults_on_the_config_fail_cleanly_or_resume() {
 #[tokio::test]
 async fn lasting_faults_on_a_layer_fail_cleanly_or_resume() {
     let (_, failed) = run_cases("faults/layer-always", Target::Layer, Times::Always).await;
+    assert_eq!(failed, 7);
+}
+
+#[tokio::test]
+async fn one_off_faults_on_a_layer_unpacked_while_fetching_are_survived() {
+    run_cases_with("faults/stream-once", Target::Layer, Times::Once, true).await;
+}
+
+#[tokio::test]
+async fn lasting_faults_on_a_layer_unpacked_while_fetching_leave_nothing_behind() {
+    let (_, failed) =
+        run_cases_with("faults/stream-always", Target::Layer, Times::Always, true).await;
     assert_eq!(failed, 7);
 }
