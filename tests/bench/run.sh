@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks of issue 7: the executor side by side with runc, podman, skopeo+umoci+runc,
-# GNU tar and curl, in the same run, on the same file system (/dev/shm: a tmpfs; creating
+# Benchmarks of issues 7 and 16: the executor side by side with runc, podman, containerd
+# (ctr), skopeo+umoci+runc, GNU tar and curl, in the same run, on the same file system (/dev/shm: a tmpfs; creating
 # files on / is slow and erratic on the test machines). Prints ratios, never absolute times
 # alone. See BENCHMARKS.md for what it measures and the results.
 #
@@ -36,6 +36,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 install_deps() {
     local missing=()
     for tool in podman:podman hyperfine:hyperfine runc:runc skopeo:skopeo umoci:umoci \
+        containerd:containerd ctr:containerd \
         docker-registry:docker-registry curl:curl jq:jq /usr/bin/time:time \
         /bin/busybox:busybox-static; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
@@ -57,6 +58,7 @@ log "building the executor (release)"
 cleanup() {
     set +e
     [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null && wait "$REGISTRY_PID" 2>/dev/null
+    stop_containerd
     for id in $(runc --root "$W/runc" list -q 2>/dev/null); do
         runc --root "$W/runc" delete -f "$id" >/dev/null 2>&1
     done
@@ -66,6 +68,42 @@ cleanup() {
         umount "$m" 2>/dev/null || umount -l "$m"
     done
     [ "${KEEP:-0}" = 1 ] || rm -rf "$W"
+}
+# containerd as a contender: its own root, state and sockets under $W (a tmpfs), the CRI
+# plugin off (no Kubernetes here), started and stopped by this script.
+CTRD=$W/containerd
+CTR=(ctr --address "$CTRD/containerd.sock" --namespace bench)
+start_containerd() {
+    mkdir -p "$CTRD"
+    cat >"$CTRD/config.toml" <<EOF
+version = 2
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[ttrpc]
+  address = "$CTRD/containerd.sock.ttrpc"
+[debug]
+  address = "$CTRD/debug.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$CTRD/opt"
+EOF
+    containerd --config "$CTRD/config.toml" --root "$CTRD/root" --state "$CTRD/state" \
+        --address "$CTRD/containerd.sock" >>"$CTRD/log" 2>&1 &
+    CONTAINERD_PID=$!
+    for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && return; sleep 0.1; done
+    die "containerd did not start: $(tail -5 "$CTRD/log")"
+}
+stop_containerd() {
+    [ -n "${CONTAINERD_PID:-}" ] || return 0
+    kill "$CONTAINERD_PID" 2>/dev/null && wait "$CONTAINERD_PID" 2>/dev/null
+    CONTAINERD_PID=
+}
+# An empty containerd (no content, no snapshots) for a cold round; untimed.
+fresh_containerd() {
+    stop_containerd
+    awk -v d="$CTRD" '$5 ~ "^"d {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+        umount "$m" 2>/dev/null || umount -l "$m"
+    done
+    rm -rf "$CTRD/root" "$CTRD/state"
+    start_containerd
 }
 PODMAN=(podman --root "$W/podman/root" --runroot "$W/podman/run" --runtime runc
     --cgroup-manager cgroupfs --events-backend file --storage-driver overlay
@@ -171,6 +209,7 @@ done
 export EXECUTOR_INSECURE_REGISTRIES=$REG
 SMALL_IMG=$REG/bench/small:v1
 LARGE_IMG=$REG/bench/large:v1
+start_containerd
 
 # ---------------------------------------------------------------- timing
 declare -A MED   # label -> median seconds
@@ -227,6 +266,8 @@ WR=$W/warm-root
 "$EXE" --root "$WR" pull "$SMALL_IMG" >/dev/null 2>&1
 "$EXE" --root "$WR" bundle "$SMALL_IMG" --context "$CTX" --args "$ARGS" -o "$W/warm-bundle" >/dev/null 2>&1
 "${PODMAN[@]}" pull -q --tls-verify=false "$SMALL_IMG" >/dev/null
+"${CTR[@]}" image pull --plain-http "$SMALL_IMG" >/dev/null
+bench_ctr_run() { "${CTR[@]}" run --rm "$SMALL_IMG" "warm-$1"; }
 bench_runc() { runc --root "$W/runc" run --bundle "$W/warm-bundle" "warm-$1"; }
 bench_podman() {
     "${PODMAN[@]}" run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "$SMALL_IMG"
@@ -245,9 +286,9 @@ bench_bundle_runc() {
 bench_runc_proc() { runc --root "$W/runc" list; }
 bench_noop() { :; }
 if [ $RUN_IMAGES = 1 ]; then
-    interleave "$ROUNDS" runc exec_embedded exec_runc podman runc_proc noop
+    interleave "$ROUNDS" runc exec_embedded exec_runc podman ctr_run runc_proc noop
 else
-    interleave "$ROUNDS" runc bundle_runc podman
+    interleave "$ROUNDS" runc bundle_runc podman ctr_run
 fi
 fi
 
@@ -283,7 +324,11 @@ bench_cold_podman() {
     "${PODMAN[@]}" pull -q --tls-verify=false "$LARGE_IMG" &&
         "${PODMAN[@]}" run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "$LARGE_IMG"
 }
-interleave "$COLD_ROUNDS" cold_exec cold_skopeo cold_podman
+prep_cold_ctr() { fresh_containerd; }
+bench_cold_ctr() {
+    "${CTR[@]}" image pull --plain-http "$LARGE_IMG" && "${CTR[@]}" run --rm "$LARGE_IMG" "cold-$1"
+}
+interleave "$COLD_ROUNDS" cold_exec cold_skopeo cold_podman cold_ctr
 PEAK_KB=$(cat "$W"/rss.* | sort -n | tail -1)
 fi
 
@@ -318,7 +363,9 @@ bench_pull_curl() {
     done
     for p in "${pids[@]}"; do wait "$p"; done
 }
-interleave "$ROUNDS" pull_exec pull_curl
+prep_pull_ctr() { fresh_containerd; }
+bench_pull_ctr() { "${CTR[@]}" content fetch --plain-http "$LARGE_IMG"; }
+interleave "$ROUNDS" pull_exec pull_curl pull_ctr
 # CPU time (user + system) of each side and of the registry serving it, in untimed
 # rounds: with two cores, (executor + registry CPU) / cores bounds the pull's wall time.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$REGISTRY_PID/stat"; }
@@ -409,6 +456,8 @@ if want 1 && [ $RUN_IMAGES = 1 ]; then
     r=$(ratio exec_embedded runc); row "1 warm: executor run (embedded) / runc run of a bundle" "$r" "<= 1.25" "$(met "$r" "<=" 1.25)"
     r=$(ratio exec_runc runc); row "1 warm: executor run --runtime runc / runc run" "$r" "<= 1.25" "$(met "$r" "<=" 1.25)"
     r=$(ratio exec_embedded podman); row "1 warm: executor run (embedded) / podman run" "$r" "<= 0.25" "$(met "$r" "<=" 0.25)"
+    r=$(ratio ctr_run exec_embedded); row "1 warm: ctr run --rm / executor run (embedded) (speed-up)" "$r" "(no target)" "-"
+    r=$(ratio ctr_run exec_runc); row "1 warm: ctr run --rm / executor run --runtime runc (speed-up)" "$r" "(no target)" "-"
     r=$(awk -v r="${MED[runc]}" -v p="${MED[runc_proc]}" -v n="${MED[noop]}" 'BEGIN {printf "%.2f", (r + 2 * (p - n)) / r}')
     row "1 floor of --runtime runc: (runc run + 2 runc) / runc run" "$r" "(a bound)" "-"
 elif want 1; then
@@ -417,7 +466,8 @@ elif want 1; then
     r=$(ratio runc podman); row "1 warm: runc run of a bundle / podman run (reference)" "$r" "(no target)" "-"
 fi
 if want 2; then
-    r=$(ratio cold_skopeo cold_exec); row "2 cold large: skopeo+umoci+runc / executor (speed-up)" "$r" ">= 5" "$(met "$r" ">=" 5)"
+    r=$(ratio cold_skopeo cold_exec); row "2 cold large: skopeo+umoci+runc / executor (speed-up)" "$r" ">= 8" "$(met "$r" ">=" 8)"
+    r=$(ratio cold_ctr cold_exec); row "2 cold large: ctr pull + ctr run / executor (speed-up)" "$r" ">= 1.5" "$(met "$r" ">=" 1.5)"
     r=$(ratio cold_podman cold_exec); row "2 cold large: podman pull+run / executor (speed-up)" "$r" "> 1" "$(met "$r" ">=" 1.0001)"
     mib=$(awk -v k="$PEAK_KB" 'BEGIN {printf "%.1f", k/1024}')
     row "5 peak RSS of the executor in case 2 (MiB)" "$mib" "<= 64" "$(met "$mib" "<=" 64)"
@@ -430,6 +480,16 @@ if want 4; then
     r=$(awk -v c="${MED[pull_curl]}" -v e="${CPU[pull_exec]}" -v g="${CPU[reg_pull_exec]}" -v n="$(nproc)" \
         'BEGIN {printf "%.2f", c * 1000 / ((e + g) / n)}')
     row "4 pull: best ratio the CPU allows (all cores busy)" "$r" "(a bound)" "-"
+    r=$(ratio pull_ctr pull_exec); row "4 pull: ctr content fetch / executor pull (speed-up)" "$r" "(no target)" "-"
+fi
+if want 2 && want 3 && want 4; then
+    # Unpack while fetching: the cold run against the slower of its two halves alone.
+    r=$(awk -v c="${MED[cold_exec]}" -v f="${MED[pull_exec]}" -v u="${MED[unpack_exec]}" \
+        'BEGIN {m = f > u ? f : u; printf "%.2f", c / m}')
+    row "2 cold wall / max(pull alone, unpack alone)" "$r" "<= 1.15" "$(met "$r" "<=" 1.15)"
+    r=$(awk -v c="${MED[cold_exec]}" -v f="${MED[pull_exec]}" -v u="${MED[unpack_exec]}" \
+        'BEGIN {printf "%.2f", c / (f + u)}')
+    row "2 cold wall / (pull alone + unpack alone)" "$r" "(1.0 = no overlap)" "-"
 fi
 if want 6 && want 2; then
     r=$(ratio concurrent cold_exec); row "6 ${CONCURRENT} concurrent cold / one cold run (wall)" "$r" "<= 2" "$(met "$r" "<=" 2)"
