@@ -423,9 +423,18 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
             );
         } else if phase == 0 {
             fx.forget_image();
+            // Half the time `pull --unpack`, with no snapshots: the kill may land while
+            // layers are unpacked as they download (what `executor run` does).
+            let mut args = fx.pull_args();
+            let unpack = rng.below(2) == 0;
+            if unpack {
+                assert_eq!(fx.mounts_under_root(), Vec::<String>::new(), "#{iteration}");
+                let _ = std::fs::remove_dir_all(fx.root().join("snapshots"));
+                args.push("--unpack".into());
+            }
             let delay = Duration::from_millis(rng.below(pull_time.as_millis() as u64 * 9 / 10 + 5));
-            let killed = fx.run_killed(&fx.pull_args(), delay);
-            eprintln!("#{iteration}: pull killed after {delay:?}: {killed}");
+            let killed = fx.run_killed(&args, delay);
+            eprintln!("#{iteration}: pull (unpack: {unpack}) killed after {delay:?}: {killed}");
             pull_kills += usize::from(killed);
             finished += usize::from(!killed);
             if !killed {
@@ -433,7 +442,8 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
             }
             verify_store_after_crash(fx.root())
                 .unwrap_or_else(|e| panic!("#{iteration}: store after killed pull: {e:#}"));
-            fx.run_ok(&fx.pull_args());
+            // The same pull again, over whatever the killed one left.
+            fx.run_ok(&args);
         } else {
             // Drop the snapshots (no bundle mounts them now) so that bundle unpacks again.
             assert_eq!(fx.mounts_under_root(), Vec::<String>::new(), "#{iteration}");

@@ -2,9 +2,10 @@
 
 use super::GlobalArgs;
 use anyhow::Context;
-use executor::pull::{PullOptions, pull};
+use executor::pull::{PullOptions, pull, pull_and_unpack};
 use executor::reference::ImageSource;
 use executor::source::Platform;
+use executor::snapshot::Snapshotter;
 use executor::source::registry::RegistryOptions;
 use executor::store::Store;
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub struct RegistryArgs {
     /// Platform to pick from a multi-platform image, `os/arch[/variant]`; default: this machine.
     #[arg(long)]
     pub platform: Option<Platform>,
+    /// How many layers download at once (each unpacked as it arrives, for `run`).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_downloads: u16,
 }
 
 impl RegistryArgs {
@@ -62,6 +66,7 @@ impl RegistryArgs {
                 cert_dir: self.cert_dir.clone(),
                 ..RegistryOptions::default()
             },
+            max_concurrent_downloads: usize::from(self.max_concurrent_downloads),
             ..PullOptions::default()
         })
     }
@@ -74,6 +79,10 @@ pub struct Args {
     pub image: String,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    /// Also unpack the layers into snapshots while they download, as `executor run` does
+    /// (a later `run` or `bundle` then unpacks nothing).
+    #[arg(long)]
+    pub unpack: bool,
 }
 
 /// Runs `executor pull`: pulls the image and prints its manifest digest.
@@ -82,7 +91,17 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&global.root)
         .with_context(|| format!("while opening the store at {}", global.root.display()))?;
     let opts = args.registry.pull_options()?;
-    let record = super::block_on(pull(&store, &source, &opts))??;
+    let record = if args.unpack {
+        let snapshots = Snapshotter::new(global.root.join("snapshots")).with_context(|| {
+            format!(
+                "while opening the snapshots under {}",
+                global.root.display()
+            )
+        })?;
+        super::block_on(pull_and_unpack(&store, &snapshots, &source, &opts))??
+    } else {
+        super::block_on(pull(&store, &source, &opts))??
+    };
     println!("{}", record.manifest_digest);
     Ok(ExitCode::SUCCESS)
 }
