@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod check;
 pub mod image;
+pub mod probe;
 pub mod proxy;
 pub mod registry;
 pub mod tmpfs;
@@ -15,6 +16,7 @@ pub use image::{
     BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, noise, write_image,
     write_index,
 };
+pub use probe::{build_probe, parse_report};
 pub use proxy::{Fault, FaultProxy, Times};
 pub use registry::{ManifestFormat, Registry, RegistryConfig, TokenAuth, push_layout};
 pub use tmpfs::Tmpfs;

@@ -76,6 +76,34 @@ pub enum Command {
     /// single-threaded process.
     #[command(hide = true)]
     Runtime(runtime::Args),
+    /// OCI hooks the executor's bundles name; runtimes run them, not users.
+    #[command(hide = true, subcommand)]
+    Hook(Hook),
+}
+
+/// The hooks of `executor hook`.
+#[derive(Debug, Subcommand)]
+pub enum Hook {
+    /// `createRuntime`: bring up `lo` in the container's network namespace (the OCI
+    /// state arrives on stdin).
+    LoopbackUp,
+}
+
+/// Runs a hook; errors are one line on stderr, which the runtime passes on.
+fn hook(hook: Hook) -> ExitCode {
+    let Hook::LoopbackUp = hook;
+    let mut state = Vec::new();
+    let result = std::io::Read::read_to_end(&mut std::io::stdin(), &mut state)
+        .map_err(anyhow::Error::from)
+        .and_then(|_| Ok(executor::network::hook_pid(&state)?))
+        .and_then(|pid| Ok(executor::network::loopback_up(pid)?));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("executor hook loopback-up: {err:#}");
+            ExitCode::from(EXIT_EXECUTOR_FAILED)
+        }
+    }
 }
 
 /// Parses the command line, runs the subcommand and maps errors to exit code 125.
@@ -85,11 +113,13 @@ pub fn main() -> ExitCode {
         Err(err) => return usage_error(err),
     };
     // The embedded runtime must stay single-threaded: no logging threads, no tokio.
-    if let Command::Runtime(args) = cli.command {
-        return runtime::run(&cli.global, args);
-    }
+    let command = match cli.command {
+        Command::Runtime(args) => return runtime::run(&cli.global, args),
+        Command::Hook(h) => return hook(h),
+        other => other,
+    };
     init_logging(&cli.global);
-    let result = match cli.command {
+    let result = match command {
         Command::Pull(args) => pull::run(&cli.global, args),
         Command::Images(args) => images::images(&cli.global, args),
         Command::Rmi(args) => images::rmi(&cli.global, args),
@@ -98,7 +128,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&cli.global, args),
         Command::Pack(args) => pack::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
-        Command::Runtime(_) => unreachable!("handled above"),
+        Command::Runtime(_) | Command::Hook(_) => unreachable!("handled above"),
     };
     match result {
         Ok(code) => code,

@@ -200,7 +200,8 @@ fn image_bundle(global: &GlobalArgs, args: &Args, image: &str) -> anyhow::Result
     let (Some(context), Some(runner_args)) = (&args.context, &args.args) else {
         anyhow::bail!("running an image needs --context FILE and --args FILE");
     };
-    let bundle = args.process.bundle_options(context, runner_args)?;
+    let mut bundle = args.process.bundle_options(context, runner_args)?;
+    bundle.seccomp_dialect = args.runtime.seccomp_dialect();
     let store = Store::open(&global.root)
         .with_context(|| format!("while opening the store at {}", global.root.display()))?;
     let snapshots = Snapshotter::new(global.root.join("snapshots")).with_context(|| {
