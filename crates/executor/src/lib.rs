@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bundle;
 pub mod pack;
+pub mod proxy;
 pub mod pull;
 pub mod reference;
 pub mod registries_conf;
