@@ -142,8 +142,8 @@ impl RegistryReader {
         })
     }
 
-    /// Runs `op` on the endpoints from `first` on, until one succeeds. With one endpoint
-    /// its error is returned as is; else every endpoint's error, in one.
+    /// Runs `op` on the endpoints from `first` on, until one succeeds. When only one
+    /// endpoint was tried its error is returned as is; else every endpoint's error, in one.
     async fn first_success<'a, T, F, Fut>(
         &'a self,
         first: usize,
@@ -158,7 +158,9 @@ impl RegistryReader {
         for (index, endpoint) in self.endpoints.iter().enumerate().skip(first) {
             match op(endpoint).await {
                 Ok(value) => return Ok((index, value)),
-                Err(error) if self.endpoints.len() == 1 => return Err(error),
+                Err(error) if index + 1 == self.endpoints.len() && failures.is_empty() => {
+                    return Err(error);
+                }
                 Err(error) => {
                     tracing::info!(image = %self.reference, what, endpoint = %endpoint.reference, role = endpoint.role, error = %error, "endpoint failed; trying the next");
                     failures.push(EndpointFailure {
@@ -183,7 +185,7 @@ impl ImageReader for RegistryReader {
             .first_success(0, "manifest", |e| e.root_manifest())
             .await?;
         self.selected.store(index, Ordering::Relaxed);
-        if index > 0 || self.endpoints.len() > 1 {
+        if self.endpoints.len() > 1 {
             let endpoint = &self.endpoints[index];
             tracing::info!(image = %self.reference, endpoint = %endpoint.reference, role = endpoint.role, "pulling from");
         }
