@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod check;
+pub mod forward_proxy;
 pub mod image;
 pub mod probe;
 pub mod proxy;
@@ -12,6 +13,7 @@ pub mod token;
 
 pub use binary::{argo_runner_bin, executor_bin};
 pub use check::{StoreReport, verify_store, verify_store_after_crash};
+pub use forward_proxy::ForwardProxy;
 pub use image::{
     BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, noise, write_image,
     write_index,

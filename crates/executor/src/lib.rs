@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod capabilities;
 pub mod network;
 pub mod pack;
+pub mod proxy;
 pub mod pull;
 pub mod reference;
 pub mod registries_conf;
