@@ -176,6 +176,24 @@ static void try_open_write(const char *name, const char *path) {
     report(name, fd, err);
 }
 
+/*
+ * With CAP_MKNOD a block device node can be made (some kernels' device cgroup checks
+ * only opening it, not making it); opening it must still be refused. Reported only when
+ * the node could be made.
+ */
+static void try_open_block(void) {
+    const char *path = "/tmp/probe-block-open";
+    if (mknod(path, S_IFBLK | 0600, makedev(8, 0)) != 0)
+        return;
+    errno = 0;
+    int fd = open(path, O_RDONLY);
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    report("open_block", fd, err);
+}
+
 static void *thread_main(void *arg) {
     *(int *)arg = 42;
     return NULL;
@@ -401,6 +419,7 @@ int main(int argc, char **argv) {
     TRY("raw_socket", socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
     TRY("packet_socket", socket(AF_PACKET, SOCK_RAW, 0));
     TRY("mknod_block", mknod("/tmp/probe-block", S_IFBLK | 0600, makedev(8, 0)));
+    try_open_block();
     TRY("mknod_char_null", mknod("/tmp/probe-null", S_IFCHR | 0600, makedev(1, 3)));
     TRY("sethostname", sethostname("probe-renamed", 13));
     TRY("setdomainname", setdomainname("probe", 5));

@@ -13,7 +13,7 @@
 //! | `status/` | the SDK's file reporter writes `status.json` here | `/run/runner` (writable) |
 //!
 //! The spec follows the secure defaults of containerd and runc's `runc spec`: new PID, IPC,
-//! UTS and mount namespaces, a network namespace unless host networking is asked for, the 14
+//! UTS and mount namespaces, a network namespace unless host networking is asked for, the 11
 //! default capabilities and no more, `noNewPrivileges`, runc's masked and read-only paths, a
 //! device cgroup that denies all but the standard devices, `RLIMIT_NOFILE` 1024. The cgroups
 //! path is left to the runtime. The seccomp filter is Docker's allow list
