@@ -413,7 +413,7 @@ impl Snapshotter {
                     } else {
                         self.unpack_flat(layer, dirs.last(), &dir)?;
                     }
-                    tracing::info!(layer = %layer.digest, chain_id = %chain, "unpacked layer");
+                    tracing::debug!(layer = %layer.digest, chain_id = %chain, "unpacked layer");
                 }
             }
             dirs.push(dir);
