@@ -3,7 +3,9 @@
 
 pub mod binary;
 pub mod check;
+pub mod forward_proxy;
 pub mod image;
+pub mod probe;
 pub mod proxy;
 pub mod registry;
 pub mod tmpfs;
@@ -11,10 +13,12 @@ pub mod token;
 
 pub use binary::{argo_runner_bin, executor_bin};
 pub use check::{StoreReport, verify_store, verify_store_after_crash};
+pub use forward_proxy::ForwardProxy;
 pub use image::{
     BuiltImage, Compression, Entry, ImageSpec, LayerSpec, busybox_layer, noise, write_image,
     write_index,
 };
+pub use probe::{build_probe, parse_report};
 pub use proxy::{Fault, FaultProxy, Times};
 pub use registry::{ManifestFormat, Registry, RegistryConfig, TokenAuth, push_layout};
 pub use tmpfs::Tmpfs;

@@ -20,7 +20,8 @@ const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
 pub struct RegistryConfig {
     /// Require HTTP basic auth with this user and password (htpasswd, bcrypt).
     pub basic_auth: Option<(String, String)>,
-    /// Serve HTTPS with a certificate for `127.0.0.1` signed by a fresh test CA (see
+    /// Serve HTTPS with a certificate for `127.0.0.1` and `registry.test` (a name only
+    /// a [`crate::ForwardProxy`] resolves) signed by a fresh test CA (see
     /// [`Registry::ca_dir`]).
     pub tls: bool,
     /// Require bearer tokens from a token service (see [`crate::token`]) that hands them
@@ -319,7 +320,7 @@ fn make_certificates(dir: &Path) -> Result<()> {
     run(&csr)?;
     std::fs::write(
         dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1,DNS:registry.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )?;
     run(&[
         "x509",

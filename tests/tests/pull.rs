@@ -81,6 +81,19 @@ fn write_file(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
     path
 }
 
+/// The blob lock files under `root/locks` (`store.lock` is not one).
+fn blob_locks(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("locks"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "store.lock")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
@@ -319,6 +332,11 @@ async fn tampered_blob_fails_naming_the_digest_and_stores_nothing() {
     let hex = built.layers[0].trim_start_matches("sha256:");
     assert!(!root.path().join("blobs/sha256").join(hex).exists());
     assert!(tmp_is_empty(root.path()), "temp file left behind");
+    assert_eq!(
+        blob_locks(root.path()),
+        Vec::<String>::new(),
+        "lock left behind"
+    );
 }
 
 #[tokio::test]
@@ -701,6 +719,11 @@ fn cli_pull_images_rmi_prune() {
         .unwrap()
         .count();
     assert_eq!(blobs, 0);
+    assert_eq!(
+        blob_locks(root.path()),
+        Vec::<String>::new(),
+        "locks of pruned blobs"
+    );
 
     // Errors: one line, exit 125, naming what was wrong.
     let (code, _, stderr) = executor(root.path(), &["rmi", &image]);
@@ -744,6 +767,11 @@ fn concurrent_processes_download_each_blob_once() {
         proxy.requests(),
         1,
         "the base layer was downloaded more than once"
+    );
+    assert_eq!(
+        blob_locks(root.path()),
+        Vec::<String>::new(),
+        "lock left behind"
     );
 }
 
@@ -798,6 +826,10 @@ fn killed_pull_leaves_nothing_that_survives_the_next_start() {
     assert!(tmp_is_empty(root.path()));
     assert!(store.images().unwrap().is_empty());
     assert!(!root.path().join("blobs/sha256").join(&base_hex).exists());
+    assert!(
+        !blob_locks(root.path()).contains(&format!("{base_hex}.lock")),
+        "the killed pull's lock of a blob never stored survived the next start"
+    );
 }
 
 #[tokio::test]

@@ -13,23 +13,27 @@
 //! | `status/` | the SDK's file reporter writes `status.json` here | `/run/runner` (writable) |
 //!
 //! The spec follows the secure defaults of containerd and runc's `runc spec`: new PID, IPC,
-//! UTS and mount namespaces, a network namespace unless host networking is asked for, the 14
+//! UTS and mount namespaces, a network namespace unless host networking is asked for, the 11
 //! default capabilities and no more, `noNewPrivileges`, runc's masked and read-only paths, a
 //! device cgroup that denies all but the standard devices, `RLIMIT_NOFILE` 1024. The cgroups
-//! path is left to the runtime, and a seccomp filter denies the syscalls in
-//! [`DENIED_SYSCALLS`] (a deny list: lighter than Docker's allow-list profile).
+//! path is left to the runtime. The seccomp filter is Docker's allow list
+//! ([`crate::seccomp`]), resolved for the capabilities the process gets
+//! ([`crate::capabilities`]: podman's default set, stricter than containerd's).
 
+use crate::capabilities::{self, CapChange, CapabilityError};
+use crate::seccomp::{self, Profile, SeccompError};
 use crate::snapshot::{self, RootfsMount, SnapshotError};
 use crate::user::{self, ResolvedUser, UserError};
 use oci_spec::OciSpecError;
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
-    Arch, Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction,
-    LinuxSeccompBuilder, LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capabilities, HookBuilder, HooksBuilder, LinuxBuilder, LinuxCapabilitiesBuilder,
+    LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
+use std::borrow::Cow;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, chown};
@@ -52,23 +56,7 @@ pub const KUBE_FILES_DIR: &str = "/etc/runner/kube";
 /// `PATH` when the image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The capabilities containerd and Docker grant by default, and the only ones a runner gets.
-pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
-];
+pub use crate::capabilities::DEFAULT_CAPABILITIES;
 
 /// Paths hidden from the container (runc's defaults plus containerd's powercap).
 pub const MASKED_PATHS: [&str; 11] = [
@@ -92,49 +80,6 @@ pub const READONLY_PATHS: [&str; 5] = [
     "/proc/irq",
     "/proc/sys",
     "/proc/sysrq-trigger",
-];
-
-/// Syscalls the default seccomp filter refuses with `EPERM` (everything else is allowed).
-///
-/// A deny list, not Docker's allow list: it keeps every runner working while closing the
-/// kernel interfaces that container escapes and privilege escalations have used most and
-/// that a runner has no business calling (module loading, kexec, bpf, perf, userfaultfd,
-/// io_uring, the keyring, file handles, namespaces and mounts, clock and swap changes).
-/// Names a kernel or libseccomp does not know are skipped by runc, crun and youki.
-pub const DENIED_SYSCALLS: [&str; 33] = [
-    "acct",
-    "add_key",
-    "adjtimex",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "delete_module",
-    "finit_module",
-    "init_module",
-    "io_uring_enter",
-    "io_uring_register",
-    "io_uring_setup",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mount",
-    "name_to_handle_at",
-    "open_by_handle_at",
-    "perf_event_open",
-    "pivot_root",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "setns",
-    "settimeofday",
-    "swapoff",
-    "swapon",
-    "umount2",
-    "unshare",
 ];
 
 /// Errors while preparing or cleaning up a bundle.
@@ -189,6 +134,12 @@ pub enum BundleError {
         /// What is wrong.
         reason: String,
     },
+    /// A `--cap-add` or `--cap-drop` value is invalid.
+    #[error("invalid capabilities")]
+    Capabilities(#[from] CapabilityError),
+    /// The seccomp profile cannot be resolved.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// oci-spec rejected the generated spec.
     #[error("cannot build the runtime spec")]
     Spec(#[from] OciSpecError),
@@ -263,8 +214,96 @@ pub struct BundleOptions {
     pub kubeconfig: Option<PathBuf>,
     /// The container's host name.
     pub hostname: String,
-    /// Install the default seccomp filter ([`DENIED_SYSCALLS`]); on by default.
-    pub seccomp: bool,
+    /// The seccomp filter: the built-in allow list by default.
+    pub seccomp: Seccomp,
+    /// Capabilities added to the default set ([`DEFAULT_CAPABILITIES`]).
+    pub cap_add: Vec<CapChange>,
+    /// Capabilities dropped from the default set.
+    pub cap_drop: Vec<CapChange>,
+    /// CPU limit (a CFS quota over a 100 ms period).
+    pub cpus: Option<Cpus>,
+    /// How the runtime that will run the bundle reads seccomp argument conditions.
+    pub seccomp_dialect: seccomp::Dialect,
+    /// The executor binary, run as a `createRuntime` hook (`executor hook loopback-up`)
+    /// that brings up `lo` in the container's own network namespace. runc and crun do
+    /// that themselves; youki's libcontainer does not, and a runner then cannot even
+    /// talk to itself on 127.0.0.1. `None`: no hook.
+    pub loopback_hook: Option<PathBuf>,
+}
+
+/// Which seccomp filter the container process gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Seccomp {
+    /// The built-in profile ([`crate::seccomp::DEFAULT_PROFILE`]).
+    #[default]
+    Default,
+    /// No filter at all (`--no-seccomp`, `--security-opt seccomp=unconfined`).
+    Unconfined,
+    /// A profile read from a file (`--seccomp-profile FILE`).
+    Profile {
+        /// The file it was read from.
+        path: PathBuf,
+        /// The parsed profile.
+        profile: Box<Profile>,
+    },
+}
+
+impl Seccomp {
+    /// Reads the profile file at `path`.
+    pub fn from_file(path: &Path) -> Result<Seccomp, SeccompError> {
+        Ok(Seccomp::Profile {
+            path: path.to_owned(),
+            profile: Box::new(Profile::load(path)?),
+        })
+    }
+}
+
+/// A CPU limit in thousandths of a CPU, as `--cpus 1.5` gives it (1500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cpus(u64);
+
+/// The CFS period the CPU limit is a quota of, in microseconds (Docker's and podman's).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+impl Cpus {
+    /// The limit in thousandths of a CPU.
+    pub fn millis(self) -> u64 {
+        self.0
+    }
+
+    /// The CFS quota per [`CPU_PERIOD_US`], in microseconds.
+    pub fn quota_us(self) -> i64 {
+        i64::try_from(self.0 * (CPU_PERIOD_US / 1000)).unwrap_or(i64::MAX)
+    }
+}
+
+impl std::str::FromStr for Cpus {
+    type Err = String;
+
+    /// A positive decimal number of CPUs with at most three decimals (`2`, `0.5`, `1.25`).
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{value:?} is not a positive number of CPUs (such as 0.5 or 2)");
+        let (whole, frac) = value.split_once('.').unwrap_or((value, ""));
+        if whole.is_empty() && frac.is_empty()
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+            || frac.len() > 3
+        {
+            return Err(bad());
+        }
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
+        let frac: u64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
+        let millis = whole
+            .checked_mul(1000)
+            .and_then(|w| w.checked_add(frac))
+            .filter(|&m| m > 0 && m <= 1_000_000_000)
+            .ok_or_else(bad)?;
+        Ok(Cpus(millis))
+    }
 }
 
 impl BundleOptions {
@@ -285,7 +324,12 @@ impl BundleOptions {
             mounts: Vec::new(),
             kubeconfig: None,
             hostname: "runner".to_owned(),
-            seccomp: true,
+            seccomp: Seccomp::Default,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            cpus: None,
+            seccomp_dialect: seccomp::Dialect::Oci,
+            loopback_hook: None,
         }
     }
 }
@@ -680,34 +724,6 @@ fn kernel_mount(
         .build()?)
 }
 
-/// The default seccomp filter: allow all but [`DENIED_SYSCALLS`], for this machine's
-/// architecture and its compat modes.
-fn default_seccomp() -> Result<LinuxSeccomp, BundleError> {
-    let architectures = if cfg!(target_arch = "x86_64") {
-        vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
-    } else if cfg!(target_arch = "aarch64") {
-        vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm]
-    } else {
-        vec![Arch::ScmpArchNative]
-    };
-    Ok(LinuxSeccompBuilder::default()
-        .default_action(LinuxSeccompAction::ScmpActAllow)
-        .architectures(architectures)
-        .syscalls(vec![
-            LinuxSyscallBuilder::default()
-                .names(
-                    DENIED_SYSCALLS
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect::<Vec<_>>(),
-                )
-                .action(LinuxSeccompAction::ScmpActErrno)
-                .errno_ret(libc::EPERM as u32)
-                .build()?,
-        ])
-        .build()?)
-}
-
 /// Builds the runtime spec; pure (no I/O), so every field is unit-testable.
 fn build_spec(
     image: &oci_spec::image::Config,
@@ -759,7 +775,7 @@ fn build_spec(
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".to_owned());
 
-    let caps: Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let caps: Capabilities = capabilities::resolve(&opts.cap_add, &opts.cap_drop)?;
     let mut process_user = UserBuilder::default().uid(user.uid).gid(user.gid);
     if !user.additional_gids.is_empty() {
         process_user = process_user.additional_gids(user.additional_gids.clone());
@@ -774,7 +790,7 @@ fn build_spec(
             LinuxCapabilitiesBuilder::default()
                 .bounding(caps.clone())
                 .effective(caps.clone())
-                .permitted(caps)
+                .permitted(caps.clone())
                 .inheritable(Capabilities::new())
                 .ambient(Capabilities::new())
                 .build()?,
@@ -913,9 +929,23 @@ fn build_spec(
     if let Some(limit) = opts.pids_limit {
         resources = resources.pids(LinuxPidsBuilder::default().limit(limit).build()?);
     }
+    if let Some(cpus) = opts.cpus {
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .quota(cpus.quota_us())
+                .period(CPU_PERIOD_US)
+                .build()?,
+        );
+    }
     let mut linux = LinuxBuilder::default();
-    if opts.seccomp {
-        linux = linux.seccomp(default_seccomp()?);
+    let profile = match &opts.seccomp {
+        Seccomp::Default => Some(Cow::Owned(Profile::default_profile())),
+        Seccomp::Profile { profile, .. } => Some(Cow::Borrowed(profile.as_ref())),
+        Seccomp::Unconfined => None,
+    };
+    if let Some(profile) = profile {
+        let filter = profile.resolve(&caps, &seccomp::Target::host())?;
+        linux = linux.seccomp(opts.seccomp_dialect.adapt(filter));
     }
     let linux = linux
         .namespaces(namespaces)
@@ -934,7 +964,25 @@ fn build_spec(
         .resources(resources.build()?)
         .build()?;
 
-    Ok(SpecBuilder::default()
+    let mut spec = SpecBuilder::default();
+    if let (Network::None, Some(executor)) = (opts.network, &opts.loopback_hook) {
+        spec = spec.hooks(
+            HooksBuilder::default()
+                .create_runtime(vec![
+                    HookBuilder::default()
+                        .path(executor)
+                        .args(
+                            ["executor", "hook", "loopback-up"]
+                                .map(String::from)
+                                .to_vec(),
+                        )
+                        .timeout(10)
+                        .build()?,
+                ])
+                .build()?,
+        );
+    }
+    Ok(spec
         .version("1.0.2")
         .root(
             RootBuilder::default()

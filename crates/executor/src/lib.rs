@@ -3,10 +3,14 @@
 
 pub mod auth;
 pub mod bundle;
+pub mod capabilities;
+pub mod network;
 pub mod pack;
+pub mod proxy;
 pub mod pull;
 pub mod reference;
 pub mod registries_conf;
+pub mod seccomp;
 pub mod snapshot;
 pub mod source;
 pub mod store;

@@ -367,7 +367,7 @@ async fn drive(
     let finished_at = SystemTime::now();
     // The rest of what the container wrote to stderr, before anything else is said.
     let _ = tokio::time::timeout(STDERR_DRAIN, relay).await;
-    tracing::info!(container = id, exit_code = code, "container exited");
+    tracing::debug!(container = id, exit_code = code, "container exited");
     Ok(Exit {
         exit_code: code,
         stopped,

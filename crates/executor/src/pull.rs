@@ -228,7 +228,7 @@ impl Puller<'_> {
             .lock_shared()
             .await
             .map_err(|e| self.store_err(e))?;
-        tracing::info!(image = %self.reference, "resolving");
+        tracing::debug!(image = %self.reference, "resolving");
         let (root_bytes, root_digest) = self
             .retrying(&self.reference, || self.reader.root_manifest())
             .await?;
@@ -654,7 +654,7 @@ impl Puller<'_> {
                 dir
             }
         };
-        tracing::info!(image = %self.reference, layer = %layer.digest, chain_id = %chain, "unpacked layer while fetching");
+        tracing::debug!(image = %self.reference, layer = %layer.digest, chain_id = %chain, while_fetching = true, "unpacked layer");
         Ok(Some(dir))
     }
 
@@ -727,14 +727,11 @@ impl Puller<'_> {
                 Failure::Store(e) => return Err(self.store_err(e)),
             }
         };
-        match bar {
-            // The bar already shows it; a log line would tear the bars apart.
-            Some(bar) => {
-                bar.finish();
-                tracing::debug!(image = %self.reference, blob = %digest, size, "fetched blob");
-            }
-            None => tracing::info!(image = %self.reference, blob = %digest, size, "fetched blob"),
+        if let Some(bar) = bar {
+            bar.finish();
         }
+        // Per blob, so debug: the default text log has one line per stage.
+        tracing::debug!(image = %self.reference, blob = %digest, size, "fetched blob");
         Ok((verified, restarted))
     }
 

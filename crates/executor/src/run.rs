@@ -165,7 +165,7 @@ impl ImageBundle {
             )
             .into()),
             (None, _) => {
-                tracing::info!(image = %self.source, "pulling");
+                tracing::debug!(image = %self.source, "pulling");
                 // Layers are unpacked as they download; `prepare` then finds them.
                 Ok(crate::pull::pull_and_unpack(
                     &self.store,
@@ -292,7 +292,7 @@ async fn create_and_run(
     stop: &Stop,
 ) -> Result<RunResult, RunError> {
     let run_dir = runs.create(&opts.runtime)?;
-    tracing::info!(
+    tracing::debug!(
         run = run_dir.id(),
         runtime = opts.runtime.name(),
         "run created"

@@ -433,7 +433,7 @@ impl Snapshotter {
                 } else {
                     self.unpack_flat(layer, lowers.last(), &dir)?;
                 }
-                tracing::info!(layer = %layer.digest, chain_id = %chain, "unpacked layer");
+                tracing::debug!(layer = %layer.digest, chain_id = %chain, "unpacked layer");
             }
         }
         Ok(dir)

@@ -5,7 +5,11 @@
 //! - `blobs/sha256/<hex>`: blob content; a file here is complete and verified.
 //! - `tmp/<hex>.<random>.tmp`: a blob being written; renamed into `blobs/` once verified.
 //! - `locks/<hex>.lock`: held (flock) by whoever writes that blob, so that two processes
-//!   pulling the same image download each blob once; `locks/store.lock` is held shared by
+//!   pulling the same image download each blob once. It exists only while held: the holder
+//!   removes it before it unlocks, and whoever locks it checks afterwards that the path
+//!   still names the file it locked (see [`lock_file_at`]), so a failed pull leaves no
+//!   lock behind. Only a killed holder leaves one; `open` and `prune` remove those.
+//!   `locks/store.lock` is held shared by
 //!   every pull and exclusively by `prune`, so prune never deletes a blob a running pull
 //!   just fetched but has not recorded yet.
 //! - `images/<sha256 of reference>.json`: one [`ImageRecord`] per stored reference.
@@ -176,10 +180,24 @@ pub struct PruneReport {
     pub bytes_freed: u64,
 }
 
-/// A held file lock; released on drop.
+/// A held file lock; released on drop. A blob's lock file is removed on drop, before
+/// it is unlocked.
 #[derive(Debug)]
 pub struct StoreLock {
     _lock: Flock<File>,
+    /// The lock file to remove on release (blob locks; not the store-wide lock).
+    remove: Option<PathBuf>,
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        // Still locked here (the flock is released when `_lock` drops, after this): any
+        // waiter on this file finds the path gone once it gets the lock, and retries on
+        // a fresh file. A file that cannot be removed is only a leftover for `prune`.
+        if let Some(path) = &self.remove {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 /// The content store rooted at a directory (`--root`).
@@ -259,11 +277,26 @@ impl Store {
 
     /// Takes the exclusive lock for writing one blob, waiting for another holder (another
     /// task or process downloading the same blob) to finish.
+    /// Its lock file is removed again when the lock is released.
     pub async fn lock_blob(&self, digest: &Digest) -> Result<StoreLock, StoreError> {
-        let path = self
-            .locks_dir()
-            .join(format!("{}.lock", sha256_hex(digest)?));
-        lock_blocking(path, FlockArg::LockExclusive).await
+        let path = self.blob_lock_path(sha256_hex(digest)?);
+        let mut lock = lock_blocking(path.clone(), FlockArg::LockExclusive).await?;
+        lock.remove = Some(path);
+        Ok(lock)
+    }
+
+    fn blob_lock_path(&self, hex: &str) -> PathBuf {
+        self.locks_dir().join(format!("{hex}.lock"))
+    }
+
+    /// The blob lock at `path` if nobody holds it, to be removed on release.
+    fn try_lock_blob_file(path: &Path) -> Result<Option<StoreLock>, StoreError> {
+        Ok(
+            lock_file_at(path, FlockArg::LockExclusiveNonblock)?.map(|lock| StoreLock {
+                _lock: lock,
+                remove: Some(path.to_owned()),
+            }),
+        )
     }
 
     /// Takes the store-wide lock shared: held by a pull for its whole duration so that a
@@ -439,13 +472,18 @@ impl Store {
             report.blobs_removed += 1;
             report.bytes_freed += size;
         }
-        // No pull runs while we hold the store lock exclusively, and only pulls take
-        // blob locks, so the per-blob lock files can go too instead of piling up.
+        // Blob lock files exist only while held, or when their holder was killed. Such
+        // leftovers go too, each under its own lock: `Store::open` of another process
+        // takes blob locks without the store lock, and removing a file someone else
+        // holds would let a second writer lock a fresh file beside it.
         let locks = self.locks_dir();
         for entry in fs::read_dir(&locks).map_err(io_err("listing", &locks))? {
             let path = entry.map_err(io_err("listing", &locks))?.path();
-            if path.file_name().is_some_and(|n| n != "store.lock") {
-                let _ = fs::remove_file(&path);
+            if path.extension().is_some_and(|e| e == "lock")
+                && path.file_name().is_some_and(|n| n != "store.lock")
+            {
+                // Dropping the lock removes the file; a held one is a live writer's.
+                drop(Self::try_lock_blob_file(&path)?);
             }
         }
         Ok(report)
@@ -467,11 +505,11 @@ impl Store {
             let Some(hex) = name.to_str().and_then(|n| n.split('.').next()) else {
                 continue;
             };
-            let lock_path = self.locks_dir().join(format!("{hex}.lock"));
-            let Ok(lock_file) = open_lock_file(&lock_path) else {
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 continue;
-            };
-            if let Ok(_held) = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+            }
+            // Removed again (with the lock file) when `_held` drops.
+            if let Ok(Some(_held)) = Self::try_lock_blob_file(&self.blob_lock_path(hex)) {
                 match fs::remove_file(&path) {
                     Ok(()) => tracing::info!(path = %path.display(), "removed stale temp file"),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -523,12 +561,59 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Locks the file at `path`, creating it if needed. Returns `None` when `arg` is a
+/// non-blocking lock and someone else holds it.
+///
+/// A lock file may be removed by its holder (see [`StoreLock`]); whoever was waiting on
+/// it then holds a lock on a file no longer at `path`, which excludes nobody. So after
+/// locking, the file at `path` must still be the one locked (same device and inode);
+/// otherwise this starts over on whatever is at `path` now.
+fn lock_file_at(path: &Path, arg: FlockArg) -> Result<Option<Flock<File>>, StoreError> {
+    use std::os::unix::fs::MetadataExt as _;
+    loop {
+        let file = open_lock_file(path).map_err(io_err("opening", path))?;
+        let lock = match Flock::lock(file, arg) {
+            Ok(lock) => lock,
+            Err((_, nix::Error::EWOULDBLOCK))
+                if matches!(
+                    arg,
+                    FlockArg::LockExclusiveNonblock | FlockArg::LockSharedNonblock
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err((_, source)) => {
+                return Err(StoreError::Lock {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let locked = lock.metadata().map_err(io_err("inspecting", path))?;
+        match fs::metadata(path) {
+            Ok(now) if now.dev() == locked.dev() && now.ino() == locked.ino() => {
+                return Ok(Some(lock));
+            }
+            // Removed (and maybe created anew) while we waited: try again.
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("inspecting", path)(e)),
+        }
+    }
+}
+
 async fn lock_blocking(path: PathBuf, arg: FlockArg) -> Result<StoreLock, StoreError> {
-    let file = open_lock_file(&path).map_err(io_err("opening", &path))?;
     tokio::task::spawn_blocking(move || {
-        Flock::lock(file, arg)
-            .map(|lock| StoreLock { _lock: lock })
-            .map_err(|(_, source)| StoreError::Lock { path, source })
+        lock_file_at(&path, arg)?
+            .map(|lock| StoreLock {
+                _lock: lock,
+                remove: None,
+            })
+            // Only a non-blocking lock comes back empty; callers here block.
+            .ok_or(StoreError::Lock {
+                path,
+                source: nix::Error::EWOULDBLOCK,
+            })
     })
     .await
     .map_err(|e| StoreError::Task(e.to_string()))?
@@ -1022,7 +1107,76 @@ mod tests {
         Store::open(dir.path()).unwrap();
         assert!(!stale.exists(), "stale temp file was kept");
         assert!(live.exists(), "a live writer's temp file was removed");
+        assert_eq!(
+            files_in(&store.locks_dir()),
+            [store.locks_dir().join(format!("{live_hex}.lock"))],
+            "the dead writer's blob lock was kept, or the live writer's removed"
+        );
         drop(held);
+    }
+
+    /// Whether someone holds the lock file at `path` (a fresh open, as another process).
+    fn is_locked(path: &Path) -> bool {
+        let file = File::open(path).unwrap();
+        Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err()
+    }
+
+    #[tokio::test]
+    async fn failed_blob_write_leaves_no_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let digest = digest_of(b"the real content");
+        let lock_path = store.blob_lock_path(digest.digest());
+        let lock = store.lock_blob(&digest).await.unwrap();
+        assert!(is_locked(&lock_path));
+        let mut writer = store.blob_writer(&digest, 16).await.unwrap();
+        writer
+            .write(Bytes::from_static(b"tampered content"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            writer.commit().await,
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        drop(lock);
+        assert!(files_in(&store.locks_dir()).is_empty(), "lock file kept");
+        assert!(files_in(&store.tmp_dir()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_whose_lock_file_was_removed_locks_the_file_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let digest = digest_of(b"blob");
+        let lock_path = store.blob_lock_path(digest.digest());
+        let first = store.lock_blob(&digest).await.unwrap();
+        let waiter = {
+            let store = store.clone();
+            let digest = digest.clone();
+            tokio::spawn(async move { store.lock_blob(&digest).await.unwrap() })
+        };
+        // Let the waiter open the current file and block on it.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!waiter.is_finished(), "the lock did not exclude the waiter");
+        // Released: the file the waiter blocks on is removed first, so the waiter must
+        // not settle for it but lock a file that is at the path.
+        drop(first);
+        let second = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter never got the lock")
+            .unwrap();
+        assert!(lock_path.exists(), "the waiter holds a removed file");
+        assert!(is_locked(&lock_path), "the file at the path is not locked");
+        // A third locker, seeing that file, waits for the waiter.
+        let third = {
+            let store = store.clone();
+            tokio::spawn(async move { store.lock_blob(&digest).await.unwrap() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!third.is_finished(), "two holders of one blob lock");
+        drop(second);
+        drop(third.await.unwrap());
+        assert!(!lock_path.exists());
     }
 
     #[test]
@@ -1086,6 +1240,16 @@ mod tests {
         // Nothing to prune while both are referenced.
         assert_eq!(store.prune().await.unwrap(), PruneReport::default());
 
+        // What killed pulls leave: a free lock file of a blob to be pruned, and of one
+        // never stored; and a lock a live writer holds.
+        let pruned_lock = store.blob_lock_path(digest_of(only_b).digest());
+        let never_stored_lock = store.blob_lock_path(digest_of(b"never stored").digest());
+        let held_lock = store.blob_lock_path(digest_of(b"being written").digest());
+        for path in [&pruned_lock, &never_stored_lock, &held_lock] {
+            fs::write(path, b"").unwrap();
+        }
+        let held = Flock::lock(File::open(&held_lock).unwrap(), FlockArg::LockExclusive).unwrap();
+
         let source_b = ImageSource::parse("registry.test/b:1").unwrap();
         assert_eq!(store.remove_image(&source_b).unwrap(), Some(record_b));
         assert_eq!(store.remove_image(&source_b).unwrap(), None);
@@ -1101,12 +1265,15 @@ mod tests {
         assert!(!store.blob_path(&digest_of(only_b)).exists());
         assert!(store.blob_path(&digest_of(shared)).exists());
         assert!(store.read_config(&record_a).is_ok());
-        let locks: Vec<_> = files_in(&dir.path().join("locks"));
+        let mut locks: Vec<_> = files_in(&dir.path().join("locks"));
+        locks.sort();
+        let mut expected = vec![dir.path().join("locks/store.lock"), held_lock.clone()];
+        expected.sort();
         assert_eq!(
-            locks,
-            [dir.path().join("locks/store.lock")],
-            "blob lock files kept"
+            locks, expected,
+            "free blob lock files kept, or a held one removed"
         );
+        drop(held);
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn config_json_is_secure_and_follows_the_image_and_the_runner_contract() {
     assert_eq!(p.no_new_privileges(), Some(true));
     let caps = p.capabilities().as_ref().unwrap();
     let default: HashSet<Capability> = executor::bundle::DEFAULT_CAPABILITIES.into_iter().collect();
-    assert_eq!(default.len(), 14);
+    assert_eq!(default.len(), 11, "podman's default set");
     assert_eq!(caps.bounding().as_ref().unwrap(), &default);
     assert_eq!(caps.effective().as_ref().unwrap(), &default);
     assert_eq!(caps.permitted().as_ref().unwrap(), &default);
@@ -147,16 +147,28 @@ fn config_json_is_secure_and_follows_the_image_and_the_runner_contract() {
             .unwrap()
             .contains(&Capability::SysAdmin)
     );
+    for not_granted in [
+        Capability::NetRaw,
+        Capability::Mknod,
+        Capability::AuditWrite,
+    ] {
+        assert!(!default.contains(&not_granted), "{not_granted:?}");
+    }
+    // An allow list: what no rule names is refused with EPERM.
     let seccomp = linux_of(&spec).seccomp().as_ref().unwrap();
     assert_eq!(
         seccomp.default_action(),
-        oci_spec::runtime::LinuxSeccompAction::ScmpActAllow
-    );
-    let denied = &seccomp.syscalls().as_ref().unwrap()[0];
-    assert_eq!(
-        denied.action(),
         oci_spec::runtime::LinuxSeccompAction::ScmpActErrno
     );
+    assert_eq!(seccomp.default_errno_ret(), Some(libc::EPERM as u32));
+    let allowed: HashSet<&str> = seccomp
+        .syscalls()
+        .iter()
+        .flatten()
+        .filter(|s| s.action() == oci_spec::runtime::LinuxSeccompAction::ScmpActAllow)
+        .flat_map(|s| s.names().iter().map(String::as_str))
+        .collect();
+    assert!(allowed.contains("openat") && allowed.contains("clone"));
     for name in [
         "bpf",
         "kexec_load",
@@ -164,8 +176,9 @@ fn config_json_is_secure_and_follows_the_image_and_the_runner_contract() {
         "unshare",
         "mount",
         "keyctl",
+        "fsopen",
     ] {
-        assert!(denied.names().iter().any(|n| n == name), "{name} denied");
+        assert!(!allowed.contains(name), "{name} refused");
     }
     let rl = &p.rlimits().as_ref().unwrap()[0];
     assert_eq!((rl.soft(), rl.hard()), (1024, 1024));

@@ -3,7 +3,8 @@
 
 use super::GlobalArgs;
 use anyhow::{Context, bail};
-use executor::bundle::{BindMount, Bundle, BundleOptions, Network};
+use executor::bundle::{BindMount, Bundle, BundleOptions, Cpus, Network, Seccomp};
+use executor::capabilities::CapChange;
 use executor::reference::ImageSource;
 use executor::snapshot::{LayerBlob, Snapshotter, layer_blobs};
 use executor::store::Store;
@@ -57,8 +58,26 @@ pub struct ProcessArgs {
     /// Host name of the container.
     #[arg(long, default_value = "runner")]
     pub hostname: String,
-    /// Do not install the default seccomp filter (it denies module loading, bpf, mount,
-    /// unshare and similar syscalls).
+    /// CPU limit: a number of CPUs (`0.5`, `2`), enforced as a CFS quota per 100 ms.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<Cpus>,
+    /// Add a capability to the default set (`NET_RAW`, `CAP_SYS_PTRACE`, `ALL`); repeatable.
+    /// The seccomp filter widens with it, as in podman.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<CapChange>,
+    /// Drop a capability from the default set (`ALL` for all); repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<CapChange>,
+    /// Use this seccomp profile (Docker/podman JSON, or the OCI form) instead of the
+    /// built-in one.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_seccomp")]
+    pub seccomp_profile: Option<PathBuf>,
+    /// Security options as podman takes them: `seccomp=unconfined`, `seccomp=FILE`,
+    /// `no-new-privileges` (always on); repeatable.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Do not install any seccomp filter (the default one refuses namespaces, mounts,
+    /// bpf, perf, the keyring, module loading and more: see the README).
     #[arg(long)]
     pub no_seccomp: bool,
     /// Command replacing the image's Cmd (after `--`).
@@ -112,8 +131,57 @@ impl ProcessArgs {
             .collect::<anyhow::Result<_>>()?;
         opts.kubeconfig = self.kubeconfig.clone();
         opts.hostname = self.hostname.clone();
-        opts.seccomp = !self.no_seccomp;
+        opts.seccomp = self.seccomp()?;
+        opts.cap_add = self.cap_add.clone();
+        opts.cap_drop = self.cap_drop.clone();
+        // Checked here, before anything is pulled.
+        executor::capabilities::resolve(&opts.cap_add, &opts.cap_drop)
+            .context("--cap-add/--cap-drop")?;
+        opts.cpus = self.cpus;
+        opts.loopback_hook =
+            Some(std::env::current_exe().context("while locating the executor binary")?);
         Ok(opts)
+    }
+
+    /// The seccomp choice of `--no-seccomp`, `--seccomp-profile` and `--security-opt`;
+    /// a profile file is read (and checked) here, once.
+    fn seccomp(&self) -> anyhow::Result<Seccomp> {
+        let mut choice: Option<(String, Seccomp)> = None;
+        let mut choose = |flag: String, seccomp: Seccomp| -> anyhow::Result<()> {
+            if let Some((earlier, _)) = &choice {
+                bail!("{flag} conflicts with {earlier}");
+            }
+            choice = Some((flag, seccomp));
+            Ok(())
+        };
+        if self.no_seccomp {
+            choose("--no-seccomp".to_owned(), Seccomp::Unconfined)?;
+        }
+        if let Some(path) = &self.seccomp_profile {
+            choose(
+                format!("--seccomp-profile {}", path.display()),
+                Seccomp::from_file(path)?,
+            )?;
+        }
+        for opt in &self.security_opt {
+            match opt.split_once(['=', ':']) {
+                Some(("seccomp", "unconfined")) => {
+                    choose(format!("--security-opt {opt}"), Seccomp::Unconfined)?
+                }
+                Some(("seccomp", path)) => choose(
+                    format!("--security-opt {opt}"),
+                    Seccomp::from_file(Path::new(path))?,
+                )?,
+                // Always on; accepted so that podman command lines work unchanged.
+                None if opt == "no-new-privileges" => {}
+                Some(("no-new-privileges", "true")) => {}
+                _ => bail!(
+                    "--security-opt {opt:?} is not supported (seccomp=unconfined, \
+                     seccomp=FILE and no-new-privileges are)"
+                ),
+            }
+        }
+        Ok(choice.map(|(_, s)| s).unwrap_or_default())
     }
 }
 
@@ -296,13 +364,90 @@ mod tests {
         assert_eq!(o.entrypoint, Some(vec!["/runner".into()]));
         assert_eq!(o.cmd, None);
         assert_eq!(o.network, Network::None);
-        assert!(o.seccomp);
-        let cli = Cli::parse_from(["x", "--no-seccomp"]);
-        assert!(
-            !cli.p
-                .bundle_options(Path::new("/c"), Path::new("/a"))
-                .unwrap()
-                .seccomp
+        assert_eq!(o.seccomp, Seccomp::Default);
+        assert_eq!((o.cpus, o.cap_add.len(), o.cap_drop.len()), (None, 0, 0));
+        let options = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())
+                .and_then(|cli| {
+                    cli.p
+                        .bundle_options(Path::new("/c"), Path::new("/a"))
+                        .map_err(|e| format!("{e:#}"))
+                })
+        };
+        for flags in [
+            &["--no-seccomp"][..],
+            &["--security-opt", "seccomp=unconfined"],
+        ] {
+            assert_eq!(options(flags).unwrap().seccomp, Seccomp::Unconfined);
+        }
+        let o = options(&[
+            "--cpus",
+            "1.5",
+            "--cap-add",
+            "net_raw",
+            "--cap-drop",
+            "CAP_KILL",
+        ])
+        .unwrap();
+        assert_eq!(o.cpus.map(|c| c.millis()), Some(1500));
+        assert_eq!(
+            o.cap_add,
+            vec![CapChange::One(oci_spec::runtime::Capability::NetRaw)]
         );
+        assert_eq!(
+            o.cap_drop,
+            vec![CapChange::One(oci_spec::runtime::Capability::Kill)]
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("p.json");
+        std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_LOG"}"#).unwrap();
+        let p = profile.to_str().unwrap();
+        for flags in [
+            &["--seccomp-profile", p][..],
+            &["--security-opt", &format!("seccomp={p}")],
+        ] {
+            assert!(matches!(
+                options(flags).unwrap().seccomp,
+                Seccomp::Profile { .. }
+            ));
+        }
+        for (flags, wanted) in [
+            (&["--cpus", "0"][..], "not a positive number of CPUs"),
+            (&["--cpus", "1.2345"], "not a positive number of CPUs"),
+            (&["--cap-add", "NOPE"], "unknown capability \"NOPE\""),
+            (
+                &["--cap-add", "KILL", "--cap-drop", "kill"],
+                "cannot be both added and dropped",
+            ),
+            (
+                &["--seccomp-profile", p, "--no-seccomp"],
+                "cannot be used with",
+            ),
+            (
+                &["--security-opt", "seccomp=unconfined", "--no-seccomp"],
+                "conflicts with --no-seccomp",
+            ),
+            (&["--security-opt", "label=disable"], "is not supported"),
+            (
+                &["--seccomp-profile", "/nonexistent.json"],
+                "cannot read seccomp profile /nonexistent.json",
+            ),
+        ] {
+            let e = options(flags).unwrap_err();
+            assert!(e.contains(wanted), "{flags:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn cpus_parse_as_podman_takes_them() {
+        for (text, millis) in [("2", 2000), ("0.5", 500), (".25", 250), ("1.125", 1125)] {
+            assert_eq!(text.parse::<Cpus>().unwrap().millis(), millis, "{text}");
+        }
+        assert_eq!("0.5".parse::<Cpus>().unwrap().quota_us(), 50_000);
+        for bad in ["", ".", "-1", "1e3", "0.0", "one", "1.5.1"] {
+            assert!(bad.parse::<Cpus>().is_err(), "{bad}");
+        }
     }
 }

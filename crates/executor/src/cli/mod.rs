@@ -40,8 +40,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log level or filter (`info`, `debug`, `executor=trace`); `RUST_LOG` also works.
-    #[arg(long, global = true, env = "EXECUTOR_LOG", default_value = "info")]
-    pub log_level: String,
+    /// Default for `text`: `info`, one line per stage (pull, bundle, start, finish).
+    /// Default for `json`: `info,executor=debug`, every event the executor logs,
+    /// each blob fetched and each layer unpacked too.
+    #[arg(long, global = true, env = "EXECUTOR_LOG", value_name = "FILTER")]
+    pub log_level: Option<String>,
 }
 
 /// How logs are written to stderr.
@@ -76,6 +79,34 @@ pub enum Command {
     /// single-threaded process.
     #[command(hide = true)]
     Runtime(runtime::Args),
+    /// OCI hooks the executor's bundles name; runtimes run them, not users.
+    #[command(hide = true, subcommand)]
+    Hook(Hook),
+}
+
+/// The hooks of `executor hook`.
+#[derive(Debug, Subcommand)]
+pub enum Hook {
+    /// `createRuntime`: bring up `lo` in the container's network namespace (the OCI
+    /// state arrives on stdin).
+    LoopbackUp,
+}
+
+/// Runs a hook; errors are one line on stderr, which the runtime passes on.
+fn hook(hook: Hook) -> ExitCode {
+    let Hook::LoopbackUp = hook;
+    let mut state = Vec::new();
+    let result = std::io::Read::read_to_end(&mut std::io::stdin(), &mut state)
+        .map_err(anyhow::Error::from)
+        .and_then(|_| Ok(executor::network::hook_pid(&state)?))
+        .and_then(|pid| Ok(executor::network::loopback_up(pid)?));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("executor hook loopback-up: {err:#}");
+            ExitCode::from(EXIT_EXECUTOR_FAILED)
+        }
+    }
 }
 
 /// Parses the command line, runs the subcommand and maps errors to exit code 125.
@@ -85,11 +116,13 @@ pub fn main() -> ExitCode {
         Err(err) => return usage_error(err),
     };
     // The embedded runtime must stay single-threaded: no logging threads, no tokio.
-    if let Command::Runtime(args) = cli.command {
-        return runtime::run(&cli.global, args);
-    }
+    let command = match cli.command {
+        Command::Runtime(args) => return runtime::run(&cli.global, args),
+        Command::Hook(h) => return hook(h),
+        other => other,
+    };
     init_logging(&cli.global);
-    let result = match cli.command {
+    let result = match command {
         Command::Pull(args) => pull::run(&cli.global, args),
         Command::Images(args) => images::images(&cli.global, args),
         Command::Rmi(args) => images::rmi(&cli.global, args),
@@ -98,7 +131,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&cli.global, args),
         Command::Pack(args) => pack::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
-        Command::Runtime(_) => unreachable!("handled above"),
+        Command::Runtime(_) | Command::Hook(_) => unreachable!("handled above"),
     };
     match result {
         Ok(code) => code,
@@ -134,20 +167,32 @@ fn init_logging(global: &GlobalArgs) {
     // libcontainer, which the embedded runtime calls in this process, logs its
     // failures itself; they reach the user as the executor's one-line error, so
     // its own lines stay off unless RUST_LOG asks for them.
+    let level = global
+        .log_level
+        .as_deref()
+        .unwrap_or(default_log_level(global.log_format));
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| {
-            EnvFilter::try_new(format!(
-                "{},libcontainer=off,libcgroups=off",
-                global.log_level
-            ))
-        })
+        .or_else(|_| EnvFilter::try_new(format!("{level},libcontainer=off,libcgroups=off")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: escape codes in a log file or a pipe are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match global.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The log filter when neither `--log-level`, `EXECUTOR_LOG` nor `RUST_LOG` names one.
+/// People get one line per stage; machines get every event, down to each blob and
+/// layer (logged at debug so that the text stays short).
+fn default_log_level(format: LogFormat) -> &'static str {
+    match format {
+        LogFormat::Text => "info",
+        LogFormat::Json => "info,executor=debug",
     }
 }
 

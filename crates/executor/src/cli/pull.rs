@@ -2,14 +2,17 @@
 
 use super::GlobalArgs;
 use anyhow::Context;
+use executor::proxy::ProxyConfig;
 use executor::pull::{PullOptions, pull, pull_and_unpack};
 use executor::reference::ImageSource;
-use executor::source::Platform;
+use executor::registries_conf::RegistriesConf;
 use executor::snapshot::Snapshotter;
+use executor::source::Platform;
 use executor::source::registry::RegistryOptions;
 use executor::store::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Registry flags shared by the commands that pull (`pull`, `run`).
 #[derive(Debug, Clone, clap::Args)]
@@ -24,9 +27,10 @@ pub struct RegistryArgs {
         value_delimiter = ','
     )]
     pub insecure_registries: Vec<String>,
-    /// `containers-registries.conf` file whose `insecure = true` registries are reached
-    /// over plain HTTP too; default: `/etc/containers/registries.conf` and the user's
-    /// `~/.config/containers/registries.conf`.
+    /// `containers-registries.conf` file to read (only it) for mirrors, blocked
+    /// registries and `insecure = true` (plain HTTP) registries; default:
+    /// `~/.config/containers/registries.conf` if it exists, else
+    /// `/etc/containers/registries.conf`, plus the `registries.conf.d` drop-ins.
     #[arg(long, value_name = "FILE", env = "CONTAINERS_REGISTRIES_CONF")]
     pub registries_conf: Option<PathBuf>,
     /// Auth file (podman's auth.json or docker's config.json) to read credentials from
@@ -52,18 +56,17 @@ impl RegistryArgs {
             Some(path) => vec![path.clone()],
             None => executor::registries_conf::default_paths(),
         };
-        let mut insecure_registries = self.insecure_registries.clone();
-        for registry in executor::registries_conf::insecure_registries(&conf_paths)? {
-            if !insecure_registries.contains(&registry) {
-                insecure_registries.push(registry);
-            }
-        }
+        let registries = RegistriesConf::load(&conf_paths)?;
+        // The environment is read here, once, by the rules of `executor::proxy`.
+        let proxy = ProxyConfig::from_env()?;
         Ok(PullOptions {
             platform: self.platform.clone(),
             registry: RegistryOptions {
-                insecure_registries,
+                insecure_registries: self.insecure_registries.clone(),
                 auth_file: self.authfile.clone(),
                 cert_dir: self.cert_dir.clone(),
+                registries: Arc::new(registries),
+                proxy: Arc::new(proxy),
                 ..RegistryOptions::default()
             },
             max_concurrent_downloads: usize::from(self.max_concurrent_downloads),

@@ -49,12 +49,13 @@ pub struct Args {
     /// Copy the artifacts the runner wrote to /out into this directory.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
-    /// Stop the runner after this long (Go duration: `90s`, `1h30m`; `0` for none);
-    /// overrides the context's `timeout`.
-    #[arg(long)]
+    /// Stop the runner after this long: whole seconds (`90`, as podman takes them) or
+    /// a Go duration (`90s`, `1h30m`); `0` for none. Overrides the context's `timeout`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<GoDuration>,
-    /// Grace period between SIGTERM and SIGKILL when stopping the runner.
-    #[arg(long, default_value = "10s")]
+    /// Grace period between SIGTERM and SIGKILL when stopping the runner: whole
+    /// seconds (`10`, as podman's `--stop-timeout`) or a Go duration (`10s`, `500ms`).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     stop_timeout: GoDuration,
     /// Where the outcome goes: `none`, `stdout` (JSON), `file:PATH`, `k8s-secret`.
     #[arg(long, default_value = "none")]
@@ -88,6 +89,22 @@ enum PullPolicy {
     Missing,
     /// Never pull; fail if the image is not stored.
     Never,
+}
+
+/// A duration flag: a bare integer is whole seconds, as podman's `--stop-timeout`
+/// and `--timeout` take them; anything else is a Go duration. Only the flags accept
+/// the bare form: the runner context's `timeout` stays a Go duration by contract.
+fn parse_duration(value: &str) -> Result<GoDuration, String> {
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    let parsed = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        // Through the Go parser so that the same upper bound applies.
+        GoDuration::parse(&format!("{digits}s"))
+    } else {
+        GoDuration::parse(value)
+    };
+    parsed.map_err(|e| {
+        format!("{e}: expected whole seconds (`30`) or a Go duration (`90s`, `1h30m`)")
+    })
 }
 
 fn parse_runtime(value: &str) -> Result<RuntimeKind, String> {
@@ -200,7 +217,8 @@ fn image_bundle(global: &GlobalArgs, args: &Args, image: &str) -> anyhow::Result
     let (Some(context), Some(runner_args)) = (&args.context, &args.args) else {
         anyhow::bail!("running an image needs --context FILE and --args FILE");
     };
-    let bundle = args.process.bundle_options(context, runner_args)?;
+    let mut bundle = args.process.bundle_options(context, runner_args)?;
+    bundle.seccomp_dialect = args.runtime.seccomp_dialect();
     let store = Store::open(&global.root)
         .with_context(|| format!("while opening the store at {}", global.root.display()))?;
     let snapshots = Snapshotter::new(global.root.join("snapshots")).with_context(|| {
@@ -221,4 +239,35 @@ fn image_bundle(global: &GlobalArgs, args: &Args, image: &str) -> anyhow::Result
         pull_options: args.registry.pull_options()?,
         bundle,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn duration_flags_take_whole_seconds_and_go_durations() {
+        for (input, want) in [
+            ("2", Duration::from_secs(2)),
+            ("0", Duration::ZERO),
+            ("+5", Duration::from_secs(5)),
+            ("3600", Duration::from_secs(3600)),
+            ("2s", Duration::from_secs(2)),
+            ("500ms", Duration::from_millis(500)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1.5s", Duration::from_millis(1500)),
+        ] {
+            assert_eq!(parse_duration(input).map(|d| d.0), Ok(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn duration_flags_reject_what_is_neither() {
+        for input in ["", "-2", "2.5", "5parsecs", "s", "99999999999999999999"] {
+            let err = parse_duration(input).expect_err(input);
+            assert!(err.contains("whole seconds"), "{input}: {err}");
+            assert!(!err.contains('\n'), "{input}: {err}");
+        }
+    }
 }

@@ -249,6 +249,15 @@ impl RuntimeKind {
         }
     }
 
+    /// How this runtime reads seccomp argument conditions (youki's libcontainer
+    /// differs from runc and crun; see [`crate::seccomp::Dialect`]).
+    pub fn seccomp_dialect(&self) -> crate::seccomp::Dialect {
+        match self {
+            Self::Embedded(_) | Self::Youki => crate::seccomp::Dialect::Libcontainer,
+            Self::Runc | Self::Crun | Self::Path(_) => crate::seccomp::Dialect::Oci,
+        }
+    }
+
     /// Builds the runtime with `state_root` as its own state directory.
     pub fn build(&self, state_root: &Path) -> CliRuntime {
         CliRuntime::new(self.clone(), state_root)

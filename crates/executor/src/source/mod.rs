@@ -136,6 +136,15 @@ pub enum SourceError {
         /// What went wrong.
         reason: String,
     },
+    /// `registries.conf` refuses the reference (blocked) or maps it to no valid one.
+    #[error(transparent)]
+    Config(crate::registries_conf::RegistriesConfError),
+    /// Every endpoint of the image (its mirrors, then its primary location) failed.
+    #[error("every endpoint failed: {}", .failures.iter().map(|f| format!("{}: {}", f.endpoint, f.error)).collect::<Vec<_>>().join("; "))]
+    AllEndpointsFailed {
+        /// Each endpoint tried, in order, with its error.
+        failures: Vec<EndpointFailure>,
+    },
     /// Setting up the registry client failed (certificates, credentials).
     #[error("setting up registry client for {registry}: {reason}")]
     Setup {
@@ -146,16 +155,36 @@ pub enum SourceError {
     },
 }
 
+/// One endpoint's failure, in [`SourceError::AllEndpointsFailed`].
+#[derive(Debug)]
+pub struct EndpointFailure {
+    /// `mirror REFERENCE` or `primary REFERENCE`: the endpoint and what was asked of it.
+    pub endpoint: String,
+    /// What went wrong there.
+    pub error: Box<SourceError>,
+}
+
 impl SourceError {
-    /// Whether retrying the same request may succeed.
+    /// Whether retrying the same request may succeed: for failed endpoints, when one of
+    /// them failed transiently.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SourceError::Transient { .. })
+        match self {
+            SourceError::Transient { .. } => true,
+            SourceError::AllEndpointsFailed { failures } => {
+                failures.iter().any(|f| f.error.is_transient())
+            }
+            _ => false,
+        }
     }
 
-    /// The delay the server asked for before retrying (`Retry-After`), if any.
+    /// The delay the server asked for before retrying (`Retry-After`), if any (the
+    /// longest any endpoint asked for).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             SourceError::Transient { retry_after, .. } => *retry_after,
+            SourceError::AllEndpointsFailed { failures } => {
+                failures.iter().filter_map(|f| f.error.retry_after()).max()
+            }
             _ => None,
         }
     }

@@ -4,9 +4,23 @@
 //! small `reqwest` client of our own (using oci-client's token) because oci-client does
 //! not expose response headers on errors: we need `Retry-After` on 429/503, and
 //! `Content-Range` to be sure a resumed download continues where ours stopped.
+//!
+//! An image may be reachable at several endpoints: the mirrors `registries.conf` names
+//! for it, then its primary location ([`crate::registries_conf`]). They are tried in
+//! that order, as containers-image does: the first that serves the manifest is used for
+//! the rest of the pull, and any failure (unreachable, 5xx, 404, refused credentials, a
+//! manifest that does not match a pinned digest) moves on to the next endpoint, for the
+//! manifest and for each blob alike. When all fail, the error names each endpoint with
+//! its error. Nothing a mirror sends is trusted: blobs and manifests are verified
+//! against their digests as always.
+//!
+//! Every HTTP client built here takes its proxy from [`crate::proxy`], never from
+//! reqwest's own reading of the environment.
 
-use super::{ByteStream, ImageReader, SourceError, verify_bytes};
+use super::{ByteStream, EndpointFailure, ImageReader, SourceError, verify_bytes};
 use crate::auth::{self, Credentials};
+use crate::proxy::ProxyConfig;
+use crate::registries_conf::{PullSource, RegistriesConf};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -17,6 +31,8 @@ use oci_client::{Client, Reference, RegistryOperation};
 use oci_spec::image::{Descriptor, Digest};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How to talk to registries.
@@ -34,10 +50,27 @@ pub struct RegistryOptions {
     pub connect_timeout: Option<Duration>,
     /// How long a read may wait for data before the transfer counts as stalled.
     pub read_timeout: Option<Duration>,
+    /// Mirrors, blocked registries and per-endpoint plain HTTP from `registries.conf`.
+    pub registries: Arc<RegistriesConf>,
+    /// The proxies to use (the CLI reads them from the environment; the default is none).
+    pub proxy: Arc<ProxyConfig>,
 }
 
-/// An image in a registry.
+/// An image in a registry, read from the first of its endpoints (mirrors, then the
+/// primary) that serves it.
 pub struct RegistryReader {
+    /// The reference as asked for (before any mirror rewriting).
+    reference: Reference,
+    /// In the order to try them; never empty.
+    endpoints: Vec<EndpointReader>,
+    /// The endpoint that served the root manifest: later requests start there.
+    selected: AtomicUsize,
+}
+
+/// The image at one endpoint.
+struct EndpointReader {
+    /// `mirror` or `primary`, for messages.
+    role: &'static str,
     client: Client,
     reference: Reference,
     auth: RegistryAuth,
@@ -59,25 +92,140 @@ enum BlobAuth {
 impl std::fmt::Debug for RegistryReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The auth (credentials) is deliberately left out.
+        let endpoints: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| e.reference.to_string())
+            .collect();
         f.debug_struct("RegistryReader")
             .field("reference", &self.reference.to_string())
+            .field("endpoints", &endpoints)
             .finish_non_exhaustive()
     }
 }
 
+/// The `NO_PROXY` list given to oci-client for an endpoint reached directly, with a
+/// proxy that no host therefore uses: with no proxy configured at all, reqwest would
+/// read the environment itself, by other rules than [`crate::proxy`]'s. (reqwest's `*`
+/// does not cover IP addresses, hence the two networks.)
+const NO_HOST: &str = "*,0.0.0.0/0,::/0";
+
 impl RegistryReader {
-    /// Prepares a client for the reference's registry: protocol, CA certificates and
-    /// credentials. Does no network I/O.
+    /// Prepares a client per endpoint of the reference (its mirrors from
+    /// [`RegistryOptions::registries`], then its primary location): protocol, CA
+    /// certificates, proxy and credentials. Refuses a blocked reference. Does no network
+    /// I/O.
     pub fn new(reference: Reference, opts: &RegistryOptions) -> Result<Self, SourceError> {
+        let sources = opts
+            .registries
+            .pull_sources(&reference)
+            .map_err(SourceError::Config)?;
+        let certificates = match &opts.cert_dir {
+            Some(dir) => read_certificates(dir).map_err(|reason| SourceError::Setup {
+                registry: reference.registry().to_owned(),
+                reason,
+            })?,
+            None => Vec::new(),
+        };
+        let endpoints = sources
+            .into_iter()
+            .map(|source| EndpointReader::new(source, opts, &certificates))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.len() > 1 {
+            let names: Vec<String> = endpoints.iter().map(|e| e.reference.to_string()).collect();
+            tracing::debug!(image = %reference, endpoints = ?names, "endpoints to try");
+        }
+        Ok(RegistryReader {
+            reference,
+            endpoints,
+            selected: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `op` on the endpoints from `first` on, until one succeeds. When only one
+    /// endpoint was tried its error is returned as is; else every endpoint's error, in one.
+    async fn first_success<'a, T, F, Fut>(
+        &'a self,
+        first: usize,
+        what: &str,
+        op: F,
+    ) -> Result<(usize, T), SourceError>
+    where
+        F: Fn(&'a EndpointReader) -> Fut,
+        Fut: Future<Output = Result<T, SourceError>>,
+    {
+        let mut failures = Vec::new();
+        for (index, endpoint) in self.endpoints.iter().enumerate().skip(first) {
+            match op(endpoint).await {
+                Ok(value) => return Ok((index, value)),
+                Err(error) if index + 1 == self.endpoints.len() && failures.is_empty() => {
+                    return Err(error);
+                }
+                Err(error) => {
+                    tracing::info!(image = %self.reference, what, endpoint = %endpoint.reference, role = endpoint.role, error = %error, "endpoint failed; trying the next");
+                    failures.push(EndpointFailure {
+                        endpoint: format!("{} {}", endpoint.role, endpoint.reference),
+                        error: Box::new(error),
+                    });
+                }
+            }
+        }
+        Err(SourceError::AllEndpointsFailed { failures })
+    }
+
+    fn start(&self) -> usize {
+        self.selected.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl ImageReader for RegistryReader {
+    async fn root_manifest(&self) -> Result<(Bytes, Digest), SourceError> {
+        let (index, found) = self
+            .first_success(0, "manifest", |e| e.root_manifest())
+            .await?;
+        self.selected.store(index, Ordering::Relaxed);
+        if self.endpoints.len() > 1 {
+            let endpoint = &self.endpoints[index];
+            tracing::info!(image = %self.reference, endpoint = %endpoint.reference, role = endpoint.role, "pulling from");
+        }
+        Ok(found)
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<Bytes, SourceError> {
+        let (_, bytes) = self
+            .first_success(self.start(), digest.as_ref(), |e| e.manifest(digest))
+            .await?;
+        Ok(bytes)
+    }
+
+    async fn blob(
+        &self,
+        descriptor: &Descriptor,
+        offset: u64,
+    ) -> Result<(ByteStream, u64), SourceError> {
+        let what = descriptor.digest().to_string();
+        let (_, found) = self
+            .first_success(self.start(), &what, |e| e.blob(descriptor, offset))
+            .await?;
+        Ok(found)
+    }
+}
+
+impl EndpointReader {
+    /// A client for one endpoint. `certificates` are the extra CAs, read once.
+    fn new(
+        source: PullSource,
+        opts: &RegistryOptions,
+        certificates: &[Certificate],
+    ) -> Result<Self, SourceError> {
+        let reference = source.reference;
         let registry = reference.registry().to_owned();
         let setup = |reason: String| SourceError::Setup {
             registry: registry.clone(),
             reason,
         };
-        let extra_root_certificates = match &opts.cert_dir {
-            Some(dir) => read_certificates(dir).map_err(setup)?,
-            None => Vec::new(),
-        };
+        let extra_root_certificates = certificates.to_vec();
         let connect_timeout = opts.connect_timeout.unwrap_or(Duration::from_secs(15));
         let read_timeout = opts.read_timeout.unwrap_or(Duration::from_secs(60));
         let roots = extra_root_certificates
@@ -85,25 +233,44 @@ impl RegistryReader {
             .map(reqwest::Certificate::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| setup(format!("bad CA certificate: {e}")))?;
-        let scheme = if opts.insecure_registries.iter().any(|r| r == &registry) {
-            "http"
-        } else {
-            "https"
+        let insecure = source.insecure || opts.insecure_registries.iter().any(|r| r == &registry);
+        let scheme = if insecure { "http" } else { "https" };
+        let host = reference.resolve_registry().to_owned();
+        let base_url = format!("{scheme}://{host}/v2/{}", reference.repository());
+        // oci-client takes proxies as strings for all its requests (the registry's and its
+        // token service's): give it the decision for the registry host.
+        let proxy = reqwest::Url::parse(&format!("{scheme}://{host}/"))
+            .ok()
+            .and_then(|url| opts.proxy.proxy_for(&url).cloned());
+        if let Some(proxy) = &proxy {
+            tracing::debug!(registry = %registry, proxy = %proxy.host_str().unwrap_or_default(), "through proxy");
+        }
+        let (https_proxy, http_proxy, no_proxy) = match (&proxy, insecure) {
+            (Some(p), false) => (Some(p.to_string()), None, None),
+            (Some(p), true) => (None, Some(p.to_string()), None),
+            (None, _) => (
+                Some("http://0.0.0.0:9".to_owned()),
+                None,
+                Some(NO_HOST.to_owned()),
+            ),
         };
-        let base_url = format!(
-            "{scheme}://{}/v2/{}",
-            reference.resolve_registry(),
-            reference.repository()
-        );
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(opts.insecure_registries.clone()),
+            protocol: if insecure {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
             extra_root_certificates,
             // We pick platforms ourselves (with variants and attestation filtering).
             platform_resolver: None,
             connect_timeout: Some(connect_timeout),
             read_timeout: Some(read_timeout),
+            https_proxy,
+            http_proxy,
+            no_proxy,
             ..ClientConfig::default()
         };
+        let proxy_config = opts.proxy.clone();
         let auth = match auth::credentials_for(&registry, opts.auth_file.as_deref())
             .map_err(|e| setup(e.to_string()))?
         {
@@ -114,7 +281,14 @@ impl RegistryReader {
         // builds two: build ours on a second thread meanwhile.
         let (http, client) = std::thread::scope(|scope| {
             let http = scope.spawn(|| {
-                reqwest::Client::builder()
+                // Our decision per request URL (blob redirects to object storage included).
+                let mut builder = reqwest::Client::builder().no_proxy();
+                if !proxy_config.is_empty() {
+                    builder = builder.proxy(reqwest::Proxy::custom(move |url| {
+                        proxy_config.proxy_for(url).cloned()
+                    }));
+                }
+                builder
                     .connect_timeout(connect_timeout)
                     .read_timeout(read_timeout)
                     .tls_certs_merge(roots)
@@ -133,7 +307,8 @@ impl RegistryReader {
             authenticated = !matches!(auth, RegistryAuth::Anonymous),
             "registry client ready"
         );
-        Ok(RegistryReader {
+        Ok(EndpointReader {
+            role: if source.mirror { "mirror" } else { "primary" },
             client,
             reference,
             auth,
@@ -200,8 +375,7 @@ impl RegistryReader {
     }
 }
 
-#[async_trait]
-impl ImageReader for RegistryReader {
+impl EndpointReader {
     async fn root_manifest(&self) -> Result<(Bytes, Digest), SourceError> {
         let what = self.reference.to_string();
         let (bytes, header_digest) = self
@@ -268,7 +442,7 @@ impl ImageReader for RegistryReader {
                 offset
             }
             // Nothing left to send from there (or ranges unsupported): start over.
-            416 if offset > 0 => return self.blob(descriptor, 0).await,
+            416 if offset > 0 => return Box::pin(self.blob(descriptor, 0)).await,
             401 | 403 => {
                 return Err(SourceError::Unauthorized {
                     reference: self.reference.to_string(),
