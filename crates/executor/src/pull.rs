@@ -636,7 +636,9 @@ impl Puller<'_> {
         let dir = match pending {
             Some(pending) => {
                 verified.persist().map_err(|e| self.store_err(e))?;
-                pending.commit().map_err(|e| self.unpack_err(e))?
+                let dir = pending.commit().map_err(|e| self.unpack_err(e))?;
+                tracing::debug!(image = %self.reference, layer = %layer.digest, chain_id = %chain, while_fetching = true, "unpacked layer");
+                dir
             }
             None => {
                 let from = LayerBlob {
@@ -654,7 +656,6 @@ impl Puller<'_> {
                 dir
             }
         };
-        tracing::debug!(image = %self.reference, layer = %layer.digest, chain_id = %chain, while_fetching = true, "unpacked layer");
         Ok(Some(dir))
     }
 
