@@ -20,7 +20,9 @@ pub use image::{
 };
 pub use probe::{build_probe, parse_report};
 pub use proxy::{Fault, FaultProxy, Times};
-pub use registry::{ManifestFormat, Registry, RegistryConfig, TokenAuth, push_layout};
+pub use registry::{
+    ManifestFormat, Registry, RegistryConfig, TokenAuth, push_layout, push_marked_image,
+};
 pub use tmpfs::Tmpfs;
 pub use token::TokenServer;
 

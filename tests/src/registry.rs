@@ -256,6 +256,31 @@ pub enum ManifestFormat {
     DockerV2,
 }
 
+/// Pushes busybox plus a marker layer naming the tag (`etc/marker`: `image TAG`) as
+/// `registry/image` (`repo:tag`): the same tag gives the same image in every registry.
+pub fn push_marked_image(registry: &Registry, image: &str) -> Result<crate::BuiltImage> {
+    use crate::{Compression, Entry, ImageSpec, LayerSpec};
+    let (_, tag) = image.rsplit_once(':').context("image is not repo:tag")?;
+    let layout = tempfile::tempdir()?;
+    let spec = ImageSpec::host(vec![
+        crate::busybox_layer(Compression::Gzip)?,
+        LayerSpec {
+            entries: vec![Entry::file("etc/marker", format!("image {tag}\n"))],
+            compression: Compression::Gzip,
+        },
+    ]);
+    let built = crate::write_image(layout.path(), tag, &spec)?;
+    push_layout(
+        layout.path(),
+        tag,
+        registry,
+        image,
+        ManifestFormat::Oci,
+        None,
+    )?;
+    Ok(built)
+}
+
 /// Pushes `oci:LAYOUT:TAG` to `docker://REGISTRY/DEST` with skopeo (all platforms of an
 /// index). `creds` is `user:password` for an auth-protected registry.
 pub fn push_layout(

@@ -6,36 +6,12 @@ mod common;
 use common::{empty_store, pull_error, pull_options, source};
 use executor::pull::{PullOptions, pull};
 use executor::registries_conf::RegistriesConf;
-use integration_tests::{
-    BuiltImage, Compression, Entry, Fault, FaultProxy, ImageSpec, LayerSpec, ManifestFormat,
-    Registry, Times, busybox_layer, push_layout, write_image,
-};
+use integration_tests::{BuiltImage, Fault, FaultProxy, Registry, Times, push_marked_image};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Pushes busybox plus a marker layer naming the tag as `registry/image` (`repo:tag`):
-/// the same tag gives the same image in every registry.
 fn push_image(registry: &Registry, image: &str) -> BuiltImage {
-    let (_, tag) = image.rsplit_once(':').expect("repo:tag");
-    let layout = tempfile::tempdir().unwrap();
-    let spec = ImageSpec::host(vec![
-        busybox_layer(Compression::Gzip).unwrap(),
-        LayerSpec {
-            entries: vec![Entry::file("etc/marker", format!("image {tag}\n"))],
-            compression: Compression::Gzip,
-        },
-    ]);
-    let built = write_image(layout.path(), tag, &spec).unwrap();
-    push_layout(
-        layout.path(),
-        tag,
-        registry,
-        image,
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
-    built
+    push_marked_image(registry, image).unwrap()
 }
 
 /// `127.0.0.1:PORT` where nothing listens (connections are refused).

@@ -6,33 +6,11 @@
 //! executor), and a name the machine cannot resolve proves that a pull that worked
 //! went through the proxy.
 
-use integration_tests::{
-    BuiltImage, Compression, Entry, ForwardProxy, ImageSpec, LayerSpec, ManifestFormat, Registry,
-    RegistryConfig, busybox_layer, push_layout, write_image,
-};
+use integration_tests::{BuiltImage, ForwardProxy, Registry, RegistryConfig, push_marked_image};
 use std::path::Path;
 
 fn push_image(registry: &Registry, image: &str) -> BuiltImage {
-    let (_, tag) = image.rsplit_once(':').expect("repo:tag");
-    let layout = tempfile::tempdir().unwrap();
-    let spec = ImageSpec::host(vec![
-        busybox_layer(Compression::Gzip).unwrap(),
-        LayerSpec {
-            entries: vec![Entry::file("etc/marker", format!("image {tag}\n"))],
-            compression: Compression::Gzip,
-        },
-    ]);
-    let built = write_image(layout.path(), tag, &spec).unwrap();
-    push_layout(
-        layout.path(),
-        tag,
-        registry,
-        image,
-        ManifestFormat::Oci,
-        None,
-    )
-    .unwrap();
-    built
+    push_marked_image(registry, image).unwrap()
 }
 
 /// `registry.test:PORT` for a registry on `127.0.0.1:PORT`.
