@@ -2,10 +2,31 @@
 # Installs the real parts the tests and the demo use: OCI runtimes, a registry,
 # image tools, a static busybox for test images, and libseccomp for the embedded
 # runtime (youki's libcontainer links it), from Debian; and the youki CLI, from
-# crates.io; Moby's default seccomp profile for a comparison test. Run as root.
+# crates.io; Moby's default seccomp profile for a comparison test; cosign for the
+# signature tests. Run as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# cosign (signature tests) is packaged from trixie on: add trixie at pin priority 100,
+# so that nothing else of this bookworm machine is taken from it, and take cosign (one
+# Go binary needing only libc) from there.
+if ! command -v cosign >/dev/null; then
+    cat >/etc/apt/sources.list.d/trixie-cosign.sources <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+    cat >/etc/apt/preferences.d/trixie-cosign <<'PIN'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+PIN
+fi
 apt-get update
+if ! command -v cosign >/dev/null; then
+    apt-get install -y --no-install-recommends cosign/trixie
+fi
 apt-get install -y --no-install-recommends \
     runc crun docker-registry skopeo umoci busybox-static \
     libseccomp-dev pkg-config cmake apache2-utils openssl ca-certificates iproute2 procps \

@@ -776,6 +776,12 @@ fn usage_errors_exit_125_in_one_line() {
             run_args!("{layout}", "--status-reporter", "bogus"),
             &["--status-reporter", "bogus"],
         ),
+        // clap lists the missing flags on lines of their own: they join the one line.
+        case(
+            "run-missing-context-and-args",
+            &["run", "{layout}"],
+            &["not provided: --context <FILE>, --args <FILE>"],
+        ),
         case(
             "pack-relative-image-path",
             &[

@@ -14,6 +14,7 @@ pub mod seccomp;
 pub mod snapshot;
 pub mod source;
 pub mod store;
+pub mod trust;
 pub mod unpack;
 pub mod user;
 

@@ -31,12 +31,14 @@ use crate::source::{
     parse_manifest, select_platform, verify_bytes,
 };
 use crate::store::{BlobWriter, ImageRecord, Store, StoreError, VerifiedBlob};
+use crate::trust::{self, TrustError, policy::Policy};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
@@ -99,6 +101,9 @@ pub enum PullError {
         /// The stall timeout.
         seconds: u64,
     },
+    /// The signature policy does not accept the image, or cannot be applied.
+    #[error(transparent)]
+    Untrusted(TrustError),
 }
 
 /// How to pull.
@@ -118,6 +123,8 @@ pub struct PullOptions {
     pub stall_timeout: Duration,
     /// Show a progress bar per blob when stderr is a terminal.
     pub progress: bool,
+    /// The signature policy to apply; `None`: accept any image (no policy file).
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl Default for PullOptions {
@@ -130,6 +137,7 @@ impl Default for PullOptions {
             initial_backoff: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(60),
             progress: true,
+            policy: None,
         }
     }
 }
@@ -181,6 +189,7 @@ async fn pull_into(
         store,
         snapshots: snapshots.filter(|s| s.uses_overlay()),
         reader: reader.as_ref(),
+        source,
         reference,
         opts,
         progress: (opts.progress && std::io::stderr().is_terminal()).then(MultiProgress::new),
@@ -194,12 +203,17 @@ struct Puller<'a> {
     /// Unpack while fetching into these (overlay) snapshots.
     snapshots: Option<&'a Snapshotter>,
     reader: &'a dyn ImageReader,
+    source: &'a ImageSource,
     reference: String,
     opts: &'a PullOptions,
     progress: Option<MultiProgress>,
 }
 
 impl Puller<'_> {
+    fn policy(&self) -> Option<&Policy> {
+        self.opts.policy.as_deref()
+    }
+
     fn source_err(&self, source: SourceError) -> PullError {
         PullError::Source {
             reference: self.reference.clone(),
@@ -228,6 +242,11 @@ impl Puller<'_> {
             .lock_shared()
             .await
             .map_err(|e| self.store_err(e))?;
+        // A policy that rejects the image refuses it before any request.
+        let needs = match self.policy() {
+            Some(policy) => trust::precheck(policy, self.source).map_err(PullError::Untrusted)?,
+            None => trust::Needs::Nothing,
+        };
         tracing::debug!(image = %self.reference, "resolving");
         let (root_bytes, root_digest) = self
             .retrying(&self.reference, || self.reader.root_manifest())
@@ -238,7 +257,36 @@ impl Puller<'_> {
             manifest_digest,
             index_digest,
             platform,
+            verified_manifests,
         } = self.resolve(root_bytes, root_digest).await?;
+
+        // Trust is settled before anything of the image is stored or unpacked.
+        let (signatures, verified) = match (needs, self.policy()) {
+            (trust::Needs::Signatures, Some(policy)) => {
+                let mut digests = vec![&manifest_digest];
+                digests.extend(index_digest.iter());
+                let mut signatures = Vec::new();
+                for digest in &digests {
+                    let found = self
+                        .retrying(&format!("signatures of {digest}"), || {
+                            trust::cosign::fetch(self.reader, digest)
+                        })
+                        .await?;
+                    signatures.extend(found);
+                }
+                tracing::debug!(image = %self.reference, signatures = signatures.len(), "fetched signatures");
+                let verified = trust::verify(policy, self.source, &digests, &signatures)
+                    .map_err(PullError::Untrusted)?;
+                if let Some(v) = &verified {
+                    tracing::info!(image = %self.reference, key = %v.key, identity = %v.identity, "signature verified");
+                }
+                (signatures, verified)
+            }
+            _ => (Vec::new(), None),
+        };
+        for (digest, bytes) in &verified_manifests {
+            self.put_manifest(digest, bytes).await?;
+        }
 
         let config_type = manifest.config().media_type().to_string();
         if !CONFIG_MEDIA_TYPES.contains(&config_type.as_str()) {
@@ -316,6 +364,8 @@ impl Puller<'_> {
             platform,
             config: manifest.config().clone(),
             layers: manifest.layers().clone(),
+            signatures,
+            verified,
         };
         self.store
             .put_image(&record)
@@ -325,18 +375,18 @@ impl Puller<'_> {
     }
 
     /// Turns the root manifest into the platform image manifest (through the index when
-    /// it is one), storing the manifests it used as verified blobs.
+    /// it is one), verifying the manifests it used (stored once the image is trusted).
     async fn resolve(&self, root_bytes: Bytes, root_digest: Digest) -> Result<Resolved, PullError> {
         let index =
             match parse_manifest(&root_digest, &root_bytes).map_err(|e| self.source_err(e))? {
                 Manifest::Image(manifest, media_type) => {
-                    self.put_manifest(&root_digest, &root_bytes).await?;
                     return Ok(Resolved {
                         manifest: *manifest,
                         media_type,
-                        manifest_digest: root_digest,
+                        manifest_digest: root_digest.clone(),
                         index_digest: None,
                         platform: None,
+                        verified_manifests: vec![(root_digest, root_bytes)],
                     });
                 }
                 Manifest::Index(index) => index,
@@ -364,8 +414,6 @@ impl Puller<'_> {
                 reason: "an index entry for a platform is itself an index".into(),
             }));
         };
-        self.put_manifest(&root_digest, &root_bytes).await?;
-        self.put_manifest(&digest, &bytes).await?;
         // Name the platform as the index does (`linux/arm` may have picked `linux/arm/v7`).
         let platform = chosen.platform().as_ref().map(|p| {
             let mut name = format!("{}/{}", p.os(), p.architecture());
@@ -378,9 +426,10 @@ impl Puller<'_> {
         Ok(Resolved {
             manifest: *manifest,
             media_type,
-            manifest_digest: digest,
-            index_digest: Some(root_digest),
+            manifest_digest: digest.clone(),
+            index_digest: Some(root_digest.clone()),
             platform,
+            verified_manifests: vec![(root_digest, root_bytes), (digest, bytes)],
         })
     }
 
@@ -821,6 +870,8 @@ struct Resolved {
     manifest_digest: Digest,
     index_digest: Option<Digest>,
     platform: Option<String>,
+    /// The verified manifests (and index) to store once the image is trusted.
+    verified_manifests: Vec<(Digest, Bytes)>,
 }
 
 enum Failure {

@@ -35,6 +35,10 @@ pub enum RunError {
     /// Pulling the image or preparing the bundle failed.
     #[error("cannot prepare bundle")]
     Prepare(#[source] BoxError),
+    /// The signature policy does not accept the image (or cannot be applied): nothing
+    /// of the image was unpacked.
+    #[error(transparent)]
+    Untrusted(crate::trust::TrustError),
     /// The runtime failed to run the container.
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
@@ -110,6 +114,24 @@ impl Prepare for ExistingBundle {
     }
 }
 
+impl RunError {
+    /// Wraps an error of [`Prepare`], keeping a refusal by the signature policy apart:
+    /// it is the whole message, as podman prints it.
+    fn from_prepare(err: BoxError) -> RunError {
+        let err = match err.downcast::<crate::pull::PullError>() {
+            Ok(pull) => match *pull {
+                crate::pull::PullError::Untrusted(trust) => return RunError::Untrusted(trust),
+                other => Box::new(other) as BoxError,
+            },
+            Err(err) => err,
+        };
+        match err.downcast::<crate::trust::TrustError>() {
+            Ok(trust) => RunError::Untrusted(*trust),
+            Err(err) => RunError::Prepare(err),
+        }
+    }
+}
+
 /// When to pull the image before a run (`--pull`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PullPolicy {
@@ -156,6 +178,21 @@ impl ImageBundle {
         let stored = match self.pull {
             PullPolicy::Always => None,
             PullPolicy::Missing | PullPolicy::Never => self.store.image(&self.source)?,
+        };
+        // A stored image is trusted under this run's policy only if the signatures its
+        // pull kept verify now; else it is pulled again, which fetches them afresh.
+        let stored = match (stored, self.pull_options.policy.as_deref()) {
+            (Some(record), Some(policy)) => {
+                match crate::trust::verify_stored(policy, &self.source, &record) {
+                    Ok(_) => Some(record),
+                    Err(e) if self.pull == PullPolicy::Never => return Err(e.into()),
+                    Err(e) => {
+                        tracing::debug!(image = %self.source, reason = %e, "stored image not verified under this policy; pulling");
+                        None
+                    }
+                }
+            }
+            (stored, _) => stored,
         };
         match (stored, self.pull) {
             (Some(record), _) => Ok(record),
@@ -319,7 +356,7 @@ async fn run_in(
     stop: &Stop,
 ) -> Result<RunResult, RunError> {
     let prepared = tokio::select! {
-        prepared = prepare.prepare(run_dir) => prepared.map_err(RunError::Prepare)?,
+        prepared = prepare.prepare(run_dir) => prepared.map_err(RunError::from_prepare)?,
         () = stop.requested() => return Err(RunError::Interrupted),
     };
     let runtime = run_dir.runtime();

@@ -154,6 +154,13 @@ pub struct ImageRecord {
     pub config: Descriptor,
     /// The layers, in order, base first.
     pub layers: Vec<Descriptor>,
+    /// The cosign signatures fetched when a signature policy asked for them, so that a
+    /// later run re-verifies them under its own policy without the network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<crate::trust::cosign::Signature>,
+    /// Which key verified the image at its pull; `None` when no policy required one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<crate::trust::Verified>,
 }
 
 impl ImageRecord {
@@ -1216,6 +1223,8 @@ mod tests {
             platform: Some("linux/amd64".into()),
             config: descriptor(config),
             layers: vec![descriptor(shared)],
+            signatures: Vec::new(),
+            verified: None,
         };
         let record_b = ImageRecord {
             reference: "registry.test/b:1".into(),
@@ -1288,6 +1297,8 @@ mod tests {
             platform: None,
             config: descriptor(b"c"),
             layers: vec![],
+            signatures: Vec::new(),
+            verified: None,
         };
         let err = store.put_image(&record).unwrap_err();
         assert!(

@@ -55,6 +55,7 @@ pub fn images(global: &GlobalArgs, args: ImagesArgs) -> anyhow::Result<ExitCode>
                         "digest": r.manifest_digest.to_string(),
                         "size": r.size(),
                         "platform": r.platform,
+                        "verified": r.verified,
                         "record": r,
                     })
                 })
@@ -68,10 +69,16 @@ pub fn images(global: &GlobalArgs, args: ImagesArgs) -> anyhow::Result<ExitCode>
                 .max()
                 .unwrap_or(0)
                 .max("REFERENCE".len());
-            println!("{:<width$}  {:<71}  SIZE", "REFERENCE", "DIGEST");
+            println!(
+                "{:<width$}  {:<71}  {:<9}  VERIFIED BY",
+                "REFERENCE", "DIGEST", "SIZE"
+            );
             for r in &records {
+                // The key that verified its signature at the pull; `-` when no policy
+                // asked for one.
+                let verified = r.verified.as_ref().map_or("-", |v| v.key.as_str());
                 println!(
-                    "{:<width$}  {:<71}  {}",
+                    "{:<width$}  {:<71}  {:<9}  {verified}",
                     r.reference,
                     r.manifest_digest.to_string(),
                     human_size(r.size())

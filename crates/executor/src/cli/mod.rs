@@ -154,8 +154,18 @@ fn usage_error(err: clap::Error) -> ExitCode {
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
         _ => {
             let rendered = err.to_string();
-            let first = rendered.lines().next().unwrap_or_default();
-            let message = first.strip_prefix("error: ").unwrap_or(first);
+            let mut lines = rendered.lines();
+            let first = lines.next().unwrap_or_default();
+            let mut message = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+            // A list follows on indented lines ("required arguments were not
+            // provided:"): it is the point of the message, so it joins the line.
+            if message.ends_with(':') {
+                let items: Vec<&str> = lines
+                    .take_while(|l| l.starts_with("  "))
+                    .map(str::trim)
+                    .collect();
+                message = format!("{message} {}", items.join(", "));
+            }
             eprintln!("executor: {message} (see --help)");
             ExitCode::from(EXIT_EXECUTOR_FAILED)
         }

@@ -47,6 +47,11 @@ pub struct RegistryArgs {
     /// How many layers download at once (each unpacked as it arrives, for `run`).
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_downloads: u16,
+    /// `containers-policy.json` file saying which images to trust (signatures by which
+    /// keys); default: `~/.config/containers/policy.json` if it exists, else
+    /// `/etc/containers/policy.json`; with neither, any image is accepted.
+    #[arg(long, value_name = "FILE")]
+    pub signature_policy: Option<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -59,6 +64,10 @@ impl RegistryArgs {
         let registries = RegistriesConf::load(&conf_paths)?;
         // The environment is read here, once, by the rules of `executor::proxy`.
         let proxy = ProxyConfig::from_env()?;
+        let policy = executor::trust::load_policy(
+            self.signature_policy.as_deref(),
+            &executor::trust::default_policy_paths(),
+        )?;
         Ok(PullOptions {
             platform: self.platform.clone(),
             registry: RegistryOptions {
@@ -70,6 +79,7 @@ impl RegistryArgs {
                 ..RegistryOptions::default()
             },
             max_concurrent_downloads: usize::from(self.max_concurrent_downloads),
+            policy: policy.map(Arc::new),
             ..PullOptions::default()
         })
     }

@@ -152,7 +152,11 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             .context("while installing signal handlers")?;
         executor::run::run(&root, prepare.as_ref(), &opts, &stop)
             .await
-            .context("run failed")
+            .map_err(|e| match e {
+                // The refusal is the whole story: `image REF is not trusted: ...`.
+                executor::run::RunError::Untrusted(trust) => anyhow::Error::new(trust),
+                other => anyhow::Error::new(other).context("run failed"),
+            })
     })??;
     // Exit statuses are one byte; runner exit codes and 124 already fit.
     Ok(ExitCode::from((result.exit_code & 0xff) as u8))

@@ -6,6 +6,7 @@
 
 use super::{ByteStream, ImageReader, SourceError, verify_bytes};
 use crate::reference::LayoutTarget;
+use crate::trust::cosign;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -71,8 +72,10 @@ impl LayoutReader {
                 names.join(", ")
             }
         };
+        // `cosign save` lists the image's signatures beside it: they are not images.
+        let images: Vec<&Descriptor> = manifests.iter().filter(|d| !is_cosign_extra(d)).collect();
         match &self.target {
-            LayoutTarget::Only => match manifests.as_slice() {
+            LayoutTarget::Only => match images.as_slice() {
                 [only] => Ok((only.digest().clone(), Some(only.size()))),
                 [] => Err(self.error(&self.path, "the layout holds no image")),
                 many => Err(self.error(
@@ -99,6 +102,19 @@ impl LayoutReader {
             LayoutTarget::Digest(digest) => Ok((digest.clone(), None)),
         }
     }
+}
+
+/// A signature, attestation or SBOM manifest `cosign save` listed (`kind` annotation).
+fn is_cosign_extra(descriptor: &Descriptor) -> bool {
+    descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(cosign::KIND_ANNOTATION))
+        .is_some_and(|kind| {
+            kind.starts_with("dev.cosignproject.cosign/")
+                && !kind.ends_with("/image")
+                && !kind.ends_with("/imageIndex")
+        })
 }
 
 fn ref_name(descriptor: &Descriptor) -> Option<String> {
@@ -197,5 +213,46 @@ impl ImageReader for LayoutReader {
             })
             .boxed();
         Ok((stream, offset))
+    }
+
+    async fn tagged_manifest(&self, tag: &str) -> Result<Option<Bytes>, SourceError> {
+        let index = self.read_index().await?;
+        match index
+            .manifests()
+            .iter()
+            .find(|d| ref_name(d).as_deref() == Some(tag))
+        {
+            Some(descriptor) => {
+                let bytes = self.manifest(descriptor.digest()).await?;
+                verify_bytes(descriptor.digest(), &bytes)?;
+                Ok(Some(bytes))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn referrers(&self, _digest: &Digest) -> Result<Option<Bytes>, SourceError> {
+        // What `cosign save` writes: the signature manifests, marked by kind. Which image
+        // they sign is in their payloads, which the caller checks.
+        let index = self.read_index().await?;
+        let signatures: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| {
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(cosign::KIND_ANNOTATION))
+                    .is_some_and(|kind| kind == cosign::KIND_SIGNATURES)
+            })
+            .cloned()
+            .collect();
+        if signatures.is_empty() {
+            return Ok(None);
+        }
+        let mut referrers = ImageIndex::default();
+        referrers.set_manifests(signatures);
+        let bytes =
+            serde_json::to_vec(&referrers).map_err(|e| self.error(&self.path, e.to_string()))?;
+        Ok(Some(Bytes::from(bytes)))
     }
 }

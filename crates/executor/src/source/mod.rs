@@ -207,6 +207,16 @@ pub trait ImageReader: Send + Sync {
         descriptor: &Descriptor,
         offset: u64,
     ) -> Result<(ByteStream, u64), SourceError>;
+
+    /// The manifest or index tagged `tag` beside the image (in its repository, or its
+    /// layout's `index.json`), where cosign keeps signatures; `None` when there is no
+    /// such tag. Not verified against anything: a signature proves itself.
+    async fn tagged_manifest(&self, tag: &str) -> Result<Option<Bytes>, SourceError>;
+
+    /// The OCI 1.1 referrers of the manifest `digest` as an index, where the source
+    /// answers the referrers API (a layout: the signature manifests `cosign save` listed
+    /// in it); `None` where it does not, and the caller falls back to the referrers tag.
+    async fn referrers(&self, digest: &Digest) -> Result<Option<Bytes>, SourceError>;
 }
 
 /// An OS/architecture[/variant] triple, as `--platform` takes it (`linux/arm64/v8`).

@@ -210,6 +210,17 @@ impl ImageReader for RegistryReader {
             .await?;
         Ok(found)
     }
+
+    // Signatures are read from the endpoint that served the image, as containers-image
+    // reads them from where it pulled: a mirror that lacks them makes the image unsigned,
+    // never signed by something else, since a signature proves itself anyway.
+    async fn tagged_manifest(&self, tag: &str) -> Result<Option<Bytes>, SourceError> {
+        self.endpoints[self.start()].tagged_manifest(tag).await
+    }
+
+    async fn referrers(&self, digest: &Digest) -> Result<Option<Bytes>, SourceError> {
+        self.endpoints[self.start()].referrers(digest).await
+    }
 }
 
 impl EndpointReader {
@@ -397,6 +408,79 @@ impl EndpointReader {
             }
         };
         Ok((bytes, digest))
+    }
+
+    async fn tagged_manifest(&self, tag: &str) -> Result<Option<Bytes>, SourceError> {
+        let tagged = Reference::with_tag(
+            self.reference.registry().to_owned(),
+            self.reference.repository().to_owned(),
+            tag.to_owned(),
+        );
+        match self
+            .client
+            .pull_manifest_raw(&tagged, &self.auth, &super::MANIFEST_MEDIA_TYPES)
+            .await
+            .map_err(|e| self.classify(&tagged.to_string(), e))
+        {
+            Ok((bytes, _)) => Ok(Some(bytes)),
+            Err(SourceError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v2/<name>/referrers/<digest>`; a registry without the API answers 404
+    /// (Distribution 2.8) or 400/405.
+    async fn referrers(&self, digest: &Digest) -> Result<Option<Bytes>, SourceError> {
+        let what = format!("referrers of {digest}");
+        let url = format!("{}/referrers/{digest}", self.base_url);
+        let request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, super::OCI_INDEX);
+        let request = match self.blob_auth(false).await? {
+            BlobAuth::None => request,
+            BlobAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
+            BlobAuth::Bearer(token) => request.bearer_auth(token),
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| classify_reqwest(self.reference.registry(), &what, e))?;
+        match response.status().as_u16() {
+            200 => {}
+            400 | 404 | 405 => return Ok(None),
+            401 | 403 => {
+                return Err(SourceError::Unauthorized {
+                    reference: self.reference.to_string(),
+                });
+            }
+            code => {
+                return Err(SourceError::Registry {
+                    what,
+                    detail: format!("HTTP {code}"),
+                });
+            }
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > super::MAX_MANIFEST_SIZE as u64)
+        {
+            return Err(SourceError::Registry {
+                what,
+                detail: "a referrers index larger than a manifest may be".into(),
+            });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| classify_reqwest(self.reference.registry(), &what, e))?;
+        if bytes.len() > super::MAX_MANIFEST_SIZE {
+            return Err(SourceError::Registry {
+                what,
+                detail: "a referrers index larger than a manifest may be".into(),
+            });
+        }
+        Ok(Some(bytes))
     }
 
     async fn manifest(&self, digest: &Digest) -> Result<Bytes, SourceError> {
