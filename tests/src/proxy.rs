@@ -39,6 +39,11 @@ pub enum Fault {
     WrongDigestHeader,
     /// Flip one byte of the body (the last one forwarded) without touching headers.
     CorruptBody,
+    /// Not a fault: answer the OCI 1.1 referrers API (`GET /v2/NAME/referrers/DIGEST`),
+    /// which Distribution 2.8 lacks, from the referrers tag (`sha256-HEX`) cosign
+    /// pushes in its place, and hide that tag from direct requests (404). The registry
+    /// then behaves as one with the API (Distribution 3, zot) does for a client.
+    ReferrersApi,
 }
 
 /// How often a fault is injected.
@@ -209,6 +214,41 @@ impl Shared {
             self.range_requests.fetch_add(1, Ordering::SeqCst);
         }
         let inject = self.should_inject(targeted, has_range);
+        let mut text = text;
+        if self.fault == Fault::ReferrersApi && request_line.starts_with("GET ") {
+            match referrers_rewrite(&request_line) {
+                Referrers::Api(tag_request) => {
+                    text = text.replacen(&request_line, &tag_request, 1);
+                    let (status, body) = forward_whole(&self.upstream, &text)?;
+                    // No referrers is an empty index, not a 404, for the API.
+                    let body = if status == 200 {
+                        body
+                    } else {
+                        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#.to_vec()
+                    };
+                    write!(
+                        client,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )?;
+                    client.write_all(&body)?;
+                    let _ = client.shutdown(Shutdown::Both);
+                    return Ok(());
+                }
+                Referrers::HiddenTag => {
+                    let body =
+                        r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+                    write!(
+                        client,
+                        "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )?;
+                    let _ = client.shutdown(Shutdown::Both);
+                    return Ok(());
+                }
+                Referrers::Other => {}
+            }
+        }
         // Forward the head with `Connection: close` so that one connection = one request.
         let mut forwarded = String::new();
         for line in text.split("\r\n").filter(|l| !l.is_empty()) {
@@ -279,6 +319,71 @@ impl Shared {
         let _ = client.shutdown(Shutdown::Both);
         Ok(())
     }
+}
+
+enum Referrers {
+    /// A referrers API request, as the request line for the referrers tag.
+    Api(String),
+    /// A direct request for a referrers tag.
+    HiddenTag,
+    Other,
+}
+
+/// Classifies a request line for [`Fault::ReferrersApi`].
+fn referrers_rewrite(request_line: &str) -> Referrers {
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Referrers::Other;
+    };
+    // `rsplit` and the digest check: a repository may itself be named `.../referrers`.
+    if let Some((repository, digest)) = path.rsplit_once("/referrers/")
+        && digest.starts_with("sha256:")
+    {
+        let tag = digest
+            .split('?')
+            .next()
+            .unwrap_or(digest)
+            .replacen(':', "-", 1);
+        return Referrers::Api(format!("{method} {repository}/manifests/{tag} {version}"));
+    }
+    match path.rsplit_once("/manifests/") {
+        Some((_, reference))
+            if reference.starts_with("sha256-") && !reference.ends_with(".sig") =>
+        {
+            Referrers::HiddenTag
+        }
+        _ => Referrers::Other,
+    }
+}
+
+/// Sends a request head upstream (one request, connection closed) and reads the whole
+/// response: status and body.
+fn forward_whole(upstream: &str, head: &str) -> Result<(u16, Vec<u8>)> {
+    let mut forwarded = String::new();
+    for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+        let lower = line.to_ascii_lowercase();
+        if !lower.starts_with("connection:") && !lower.starts_with("accept:") {
+            forwarded.push_str(line);
+            forwarded.push_str("\r\n");
+        }
+    }
+    forwarded
+        .push_str("Accept: application/vnd.oci.image.index.v1+json\r\nConnection: close\r\n\r\n");
+    let mut stream = TcpStream::connect(upstream)?;
+    stream.write_all(forwarded.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of response head")?;
+    let status = String::from_utf8_lossy(&response[..split])
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("bad status line")?;
+    Ok((status, response[split + 4..].to_vec()))
 }
 
 /// Applies header faults to a response head (status line + headers + blank line).

@@ -4,8 +4,8 @@
 //! exit 125, and leaves nothing behind: no blob of the image, no snapshot, no run.
 
 use integration_tests::{
-    BuiltImage, Compression, Entry, ImageSpec, LayerSpec, ManifestFormat, RUNNER_CONTEXT, Registry,
-    busybox_layer, executor_bin, push_layout, write_image,
+    BuiltImage, Compression, Entry, Fault, FaultProxy, ImageSpec, LayerSpec, ManifestFormat,
+    RUNNER_CONTEXT, Registry, Times, busybox_layer, executor_bin, push_layout, write_image,
 };
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
@@ -632,6 +632,46 @@ fn signatures_stored_as_oci_referrers_verify() {
         &fx.signed_policy("referrers-other", "other", MATCH_REPOSITORY),
         "no signature by key",
     );
+
+    // The same registry answering the referrers API (and hiding the referrers tag): the
+    // signature is found through the API alone.
+    let api = FaultProxy::start_with(
+        fx.registry.addr(),
+        "/referrers/sha256:",
+        Fault::ReferrersApi,
+        Times::Always,
+    )
+    .unwrap();
+    let through_api = format!("{}/trust/referrers:v1", api.addr());
+    let policy = fx.policy(
+        "referrers-api",
+        r#"{"default": [{"type": "sigstoreSigned", "keyPath": "{dir}/main.pub",
+             "signedIdentity": {"type": "exactRepository", "dockerRepository": "{reg}/trust/referrers"}}]}"#,
+    );
+    let root = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run_in(
+        root.path(),
+        &through_api,
+        &policy,
+        &["--insecure-registry", api.addr()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "ran trust/referrers:v1\n");
+    assert!(api.requests() >= 1, "the referrers API was not asked");
+    // A signature by another key is not found through it either.
+    let other = fx.policy(
+        "referrers-api-other",
+        r#"{"default": [{"type": "sigstoreSigned", "keyPath": "{dir}/other.pub",
+             "signedIdentity": {"type": "exactRepository", "dockerRepository": "{reg}/trust/referrers"}}]}"#,
+    );
+    let root = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run_in(
+        root.path(),
+        &through_api,
+        &other,
+        &["--insecure-registry", api.addr()],
+    );
+    assert_refusal(root.path(), code, &stderr, "no signature by key", &other);
 }
 
 #[test]
