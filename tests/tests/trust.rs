@@ -364,31 +364,10 @@ fn a_signature_moved_to_another_digest_is_refused() {
     // The tag now names another image, and the old signature is copied to its
     // signature tag: a valid signature, for the wrong digest.
     let moved = fx.push("trust/retag:v2");
-    let tag = |digest: &str| digest.replace(':', "-") + ".sig";
-    let copied = Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-        ])
-        .args(["--dest-tls-verify=false", "--insecure-policy"])
-        .arg(format!(
-            "docker://{}:{}",
-            fx.reference("trust/retag"),
-            tag(&signed.digest)
-        ))
-        .arg(format!(
-            "docker://{}:{}",
-            fx.reference("trust/retag"),
-            tag(&moved.digest)
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
+    let retag = fx.reference("trust/retag");
+    skopeo_copy(
+        &format!("docker://{retag}:{}", sig_tag(&signed.digest)),
+        &format!("docker://{retag}:{}", sig_tag(&moved.digest)),
     );
     let policy = fx.signed_policy("retag", "main", MATCH_REPOSITORY);
     assert_refused(
@@ -407,45 +386,50 @@ fn a_tampered_payload_is_refused() {
     fx.sign("main", &image, &[]);
     // Rewrite the signed payload to name another repository and push the signature
     // manifest back with the new payload and the old signature.
-    let sig_tag = built.digest.replace(':', "-") + ".sig";
-    let layout = tempfile::tempdir().unwrap();
-    let copy = |from: String, to: String| {
-        let output = Command::new("skopeo")
-            .args([
-                "copy",
-                "--quiet",
-                "--preserve-digests",
-                "--src-tls-verify=false",
-            ])
-            .args(["--dest-tls-verify=false", "--insecure-policy"])
-            .args([from, to])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    let oci = format!("oci:{}:sig", layout.path().display());
-    copy(
-        format!("docker://{}:{sig_tag}", fx.reference("trust/tampered")),
-        oci.clone(),
+    let signature = format!(
+        "docker://{}:{}",
+        fx.reference("trust/tampered"),
+        sig_tag(&built.digest)
     );
-    rewrite_payload(layout.path(), |payload| {
+    let layout = tempfile::tempdir().unwrap();
+    let oci = format!("oci:{}:sig", layout.path().display());
+    skopeo_copy(&signature, &oci);
+    rewrite_payload(layout.path(), "sig", |payload| {
         payload.replace("trust/tampered", "trust/tampereD")
     });
-    copy(
-        oci,
-        format!("docker://{}:{sig_tag}", fx.reference("trust/tampered")),
-    );
+    skopeo_copy(&oci, &signature);
     let policy = fx.signed_policy("tampered", "main", MATCH_REPOSITORY);
     assert_refused(&image, &policy, "no signature by key");
 }
 
-/// Replaces the payload layer of the one signature manifest in `layout` with `edit`
-/// of it, updating the digests up to `index.json`.
-fn rewrite_payload(layout: &Path, edit: impl Fn(&str) -> String) {
+/// The tag cosign keeps the signatures of `digest` under.
+fn sig_tag(digest: &str) -> String {
+    digest.replace(':', "-") + ".sig"
+}
+
+/// `skopeo copy` keeping digests (a signature must stay a signature of the same
+/// manifest), plain HTTP to the test registry.
+fn skopeo_copy(from: &str, to: &str) {
+    let output = Command::new("skopeo")
+        .args(["copy", "--quiet", "--preserve-digests", "--insecure-policy"])
+        .args([
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            from,
+            to,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "skopeo copy {from} {to}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Replaces the payload layer of the signature manifest tagged `tag` in `layout` with
+/// `edit` of it, updating the digests up to `index.json`.
+fn rewrite_payload(layout: &Path, tag: &str, edit: impl Fn(&str) -> String) {
     let blob = |digest: &str| {
         layout
             .join("blobs/sha256")
@@ -459,7 +443,13 @@ fn rewrite_payload(layout: &Path, edit: impl Fn(&str) -> String) {
     let index_path = layout.join("index.json");
     let mut index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
-    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let entry = index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let manifest_digest = entry["digest"].as_str().unwrap().to_owned();
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(blob(&manifest_digest)).unwrap()).unwrap();
     let layer = &mut manifest["layers"][0];
@@ -469,8 +459,8 @@ fn rewrite_payload(layout: &Path, edit: impl Fn(&str) -> String) {
     layer["digest"] = put(edited.as_bytes()).into();
     layer["size"] = edited.len().into();
     let manifest = serde_json::to_vec(&manifest).unwrap();
-    index["manifests"][0]["digest"] = put(&manifest).into();
-    index["manifests"][0]["size"] = manifest.len().into();
+    entry["digest"] = put(&manifest).into();
+    entry["size"] = manifest.len().into();
     std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
@@ -527,32 +517,14 @@ fn identity_rules_decide_which_signed_names_count() {
 
     // A copy of the image and its signature in another repository: the signature
     // names the original, so only a remapIdentity rule accepts it.
-    let copy = |from: String, to: String| {
-        let output = Command::new("skopeo")
-            .args([
-                "copy",
-                "--quiet",
-                "--preserve-digests",
-                "--src-tls-verify=false",
-            ])
-            .args(["--dest-tls-verify=false", "--insecure-policy"])
-            .args([from, to])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    let sig_tag = built.digest.replace(':', "-") + ".sig";
-    copy(
-        format!("docker://{image}"),
-        format!("docker://{}", fx.reference("mirrored/identity:v1")),
+    skopeo_copy(
+        &format!("docker://{image}"),
+        &format!("docker://{}", fx.reference("mirrored/identity:v1")),
     );
-    copy(
-        format!("docker://{}:{sig_tag}", fx.reference("trust/identity")),
-        format!("docker://{}:{sig_tag}", fx.reference("mirrored/identity")),
+    let sig_tag = sig_tag(&built.digest);
+    skopeo_copy(
+        &format!("docker://{}:{sig_tag}", fx.reference("trust/identity")),
+        &format!("docker://{}:{sig_tag}", fx.reference("mirrored/identity")),
     );
     let mirrored = format!("{}@{}", fx.reference("mirrored/identity"), built.digest);
     let repository = fx.signed_policy("identity-repository", "main", MATCH_REPOSITORY);
@@ -685,32 +657,15 @@ fn oci_layouts_are_checked_too() {
 
     // `skopeo copy` of the image and its signature tag into one layout.
     let signed = dir.path().join("signed");
-    let sig_tag = built.digest.replace(':', "-") + ".sig";
-    for (from, tag) in [
-        (image.clone(), "v1".to_owned()),
-        (
-            format!("{}:{sig_tag}", fx.reference("trust/layout")),
-            sig_tag.clone(),
-        ),
-    ] {
-        let output = Command::new("skopeo")
-            .args([
-                "copy",
-                "--quiet",
-                "--preserve-digests",
-                "--src-tls-verify=false",
-                "--insecure-policy",
-            ])
-            .arg(format!("docker://{from}"))
-            .arg(format!("oci:{}:{tag}", signed.display()))
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    let sig_tag = sig_tag(&built.digest);
+    skopeo_copy(
+        &format!("docker://{image}"),
+        &format!("oci:{}:v1", signed.display()),
+    );
+    skopeo_copy(
+        &format!("docker://{}:{sig_tag}", fx.reference("trust/layout")),
+        &format!("oci:{}:{sig_tag}", signed.display()),
+    );
     // `cosign save`: the image and its signatures, marked by kind, no tags.
     let saved = dir.path().join("saved");
     cosign(
@@ -724,24 +679,9 @@ fn oci_layouts_are_checked_too() {
         ],
     );
     let unsigned = dir.path().join("unsigned");
-    let output = Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            "--insecure-policy",
-        ])
-        .arg(format!(
-            "docker://{}",
-            fx.reference("trust/layout-unsigned:v1")
-        ))
-        .arg(format!("oci:{}:v1", unsigned.display()))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    skopeo_copy(
+        &format!("docker://{}", fx.reference("trust/layout-unsigned:v1")),
+        &format!("oci:{}:v1", unsigned.display()),
     );
 
     // A layout has no registry name: the identity rule names the signed repository.
@@ -927,4 +867,123 @@ fn the_readme_walkthrough_works() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("ran runners/argo:1.0"), "{stdout}");
+}
+
+#[test]
+fn oci_layout_refusals_match_the_registry_ones() {
+    let fx = fixture();
+    let repo = fx.reference("trust/layout-cases");
+    let built = fx.push("trust/layout-cases:v1");
+    fx.sign("main", &format!("{repo}:v1"), &[]);
+    let moved = fx.push("trust/layout-cases:v2");
+    let dir = tempfile::tempdir().unwrap();
+    // Layout NAME holding the registry's `tag` (`image`) as v1 and the signature of
+    // `signed` under the signature tag of `image`'s digest.
+    let layout = |name: &str, tag: &str, image: &BuiltImage, signed: &BuiltImage| {
+        let path = dir.path().join(name);
+        skopeo_copy(
+            &format!("docker://{repo}:{tag}"),
+            &format!("oci:{}:v1", path.display()),
+        );
+        skopeo_copy(
+            &format!("docker://{repo}:{}", sig_tag(&signed.digest)),
+            &format!("oci:{}:{}", path.display(), sig_tag(&image.digest)),
+        );
+        format!("oci-layout:{}:v1", path.display())
+    };
+    let signed = layout("signed", "v1", &built, &built);
+    let retagged = layout("retagged", "v2", &moved, &built);
+    let tampered = layout("tampered", "v1", &built, &built);
+    rewrite_payload(&dir.path().join("tampered"), &sig_tag(&built.digest), |p| {
+        p.replace("trust/layout-cases", "trust/layout-caseS")
+    });
+    let rejected = layout("rejected", "v1", &built, &built);
+    let open = dir.path().join("open");
+    skopeo_copy(
+        &format!("docker://{repo}:v2"),
+        &format!("oci:{}:v1", open.display()),
+    );
+
+    let requirement = |key: &str| {
+        format!(
+            r#"[{{"type": "sigstoreSigned", "keyPath": "{{dir}}/{key}.pub",
+                 "signedIdentity": {{"type": "exactRepository", "dockerRepository": "{repo}"}}}}]"#
+        )
+    };
+    let d = dir.path().display();
+    let policy = fx.policy(
+        "layout-cases",
+        &format!(
+            r#"{{"default": [{{"type": "reject"}}], "transports": {{"oci": {{
+                "{d}": {},
+                "{d}/open": [{{"type": "insecureAcceptAnything"}}],
+                "{d}/rejected:v1": [{{"type": "reject"}}]}}}}}}"#,
+            requirement("main")
+        ),
+    );
+    assert_ran(&signed, &policy);
+    assert_ran(&format!("oci-layout:{}:v1", open.display()), &policy);
+    assert_refused(&rejected, &policy, "the policy rejects it");
+    assert_refused(
+        &retagged,
+        &policy,
+        &format!("is for manifest {}, not {}", built.digest, moved.digest),
+    );
+    assert_refused(&tampered, &policy, "no signature by key");
+    let other = fx.policy(
+        "layout-cases-other",
+        &format!(
+            r#"{{"default": [{{"type": "reject"}}], "transports": {{"oci": {{"{d}": {}}}}}}}"#,
+            requirement("other")
+        ),
+    );
+    assert_refused(&signed, &other, "no signature by key");
+}
+
+#[test]
+fn the_policy_is_found_where_podman_looks() {
+    let fx = fixture();
+    let image = fx.reference("trust/search:v1");
+    fx.push("trust/search:v1");
+    let home = tempfile::tempdir().unwrap();
+    let user_policy = home.path().join(".config/containers/policy.json");
+    std::fs::create_dir_all(user_policy.parent().unwrap()).unwrap();
+    std::fs::write(&user_policy, r#"{"default": [{"type": "reject"}]}"#).unwrap();
+    let context = fx.dir.path().join("context.yaml").display().to_string();
+    let runner_args = fx.dir.path().join("args.yaml").display().to_string();
+    let root = tempfile::tempdir().unwrap();
+    // No --signature-policy: $HOME/.config/containers/policy.json comes first.
+    let output = Command::new(executor_bin().unwrap())
+        .arg("--root")
+        .arg(root.path())
+        .args(["--log-level", "warn", "run", &image, "--insecure-registry"])
+        .args([
+            fx.registry.addr(),
+            "--context",
+            &context,
+            "--args",
+            &runner_args,
+        ])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_refusal(
+        root.path(),
+        output.status.code().unwrap_or(-1),
+        &stderr,
+        "the policy rejects it",
+        &user_policy,
+    );
+    // --signature-policy wins over it.
+    let accept = fx.policy(
+        "search-accept",
+        r#"{"default": [{"type": "insecureAcceptAnything"}]}"#,
+    );
+    let (code, stdout, stderr) = run_in(root.path(), &image, &accept, &[]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "ran trust/search:v1\n"),
+        "{stderr}"
+    );
 }
