@@ -987,3 +987,64 @@ fn the_policy_is_found_where_podman_looks() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bundle_checks_the_stored_signatures() {
+    let fx = fixture();
+    let image = fx.reference("trust/bundle:v1");
+    fx.push("trust/bundle:v1");
+    fx.sign("main", &image, &[]);
+    let policy = fx.signed_policy("bundle", "main", MATCH_REPOSITORY);
+    let other = fx.signed_policy("bundle-other", "other", MATCH_REPOSITORY);
+    let root = tempfile::tempdir().unwrap();
+    let policy_arg = policy.display().to_string();
+    let (code, _, stderr) = executor(
+        root.path(),
+        &[
+            "pull",
+            &image,
+            "--insecure-registry",
+            fx.registry.addr(),
+            "--signature-policy",
+            &policy_arg,
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let out = tempfile::tempdir().unwrap();
+    let context = fx.dir.path().join("context.yaml").display().to_string();
+    let runner_args = fx.dir.path().join("args.yaml").display().to_string();
+    let bundle = |policy: &Path, dir: &str| {
+        let dir = out.path().join(dir).display().to_string();
+        let policy = policy.display().to_string();
+        let args = [
+            "bundle",
+            &image,
+            "--context",
+            &context,
+            "--args",
+            &runner_args,
+            "-o",
+            &dir,
+        ];
+        let mut args = args.to_vec();
+        args.extend(["--signature-policy", &policy]);
+        executor(root.path(), &args)
+    };
+    let (code, _, stderr) = bundle(&other, "refused");
+    assert_eq!(code, 125, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is not trusted: no signature by key"),
+        "{stderr}"
+    );
+    assert!(!out.path().join("refused").exists());
+    let (code, stdout, stderr) = bundle(&policy, "accepted");
+    assert_eq!(code, 0, "{stderr}");
+    let dir = PathBuf::from(stdout.trim());
+    assert!(dir.join("config.json").is_file());
+    let unmounted = Command::new("umount")
+        .arg(dir.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(unmounted.success());
+}

@@ -2,6 +2,9 @@
 //! manifest, fetch every blob it needs (verified, streamed, deduplicated, in parallel),
 //! then record the reference.
 //!
+//! A signature policy ([`crate::trust`]) is applied once the manifest digest is known and
+//! before any blob is fetched or any manifest stored: an image it refuses leaves nothing.
+//!
 //! [`pull_and_unpack`] also unpacks the layers into overlay snapshots while they download:
 //! each layer's bytes go to the content store's temp file and, as they land there, to an
 //! unpacker that decompresses, hashes (the diff ID) and applies them into a temp snapshot

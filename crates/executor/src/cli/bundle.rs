@@ -201,6 +201,10 @@ pub struct Args {
     /// with `umount DIR/rootfs && rm -r DIR`.
     #[arg(long, short = 'o', value_name = "DIR")]
     pub output: PathBuf,
+    /// `containers-policy.json` the stored image must satisfy, with the signatures kept
+    /// from its pull (as for `executor run --pull never`); default: podman's search order.
+    #[arg(long, value_name = "FILE")]
+    pub signature_policy: Option<PathBuf>,
     #[command(flatten)]
     pub process: Box<ProcessArgs>,
 }
@@ -209,7 +213,7 @@ pub struct Args {
 /// bundle; prints the bundle directory.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let opts = args.process.bundle_options(&args.context, &args.args)?;
-    let (config, layers) = resolve_image(global, &args.image)?;
+    let (config, layers) = resolve_image(global, &args.image, args.signature_policy.as_deref())?;
     let snapshots = Snapshotter::new(global.root.join("snapshots")).with_context(|| {
         format!(
             "while opening the snapshots under {}",
@@ -230,9 +234,11 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The image config and its layer blobs from the content store.
+/// A bundle runs outside the executor's control, so the policy is checked here, once.
 fn resolve_image(
     global: &GlobalArgs,
     image: &str,
+    signature_policy: Option<&std::path::Path>,
 ) -> anyhow::Result<(ImageConfiguration, Vec<LayerBlob>)> {
     let source = ImageSource::parse(image)?;
     let store = Store::open(&global.root)
@@ -240,6 +246,11 @@ fn resolve_image(
     let record = store.image(&source)?.with_context(|| {
         format!("image {source} is not in the store: run `executor pull {image}` first")
     })?;
+    let policy =
+        executor::trust::load_policy(signature_policy, &executor::trust::default_policy_paths())?;
+    if let Some(policy) = &policy {
+        executor::trust::verify_stored(policy, &source, &record)?;
+    }
     let config = store
         .read_config(&record)
         .with_context(|| format!("while reading the config of {source}"))?;
