@@ -414,6 +414,8 @@ fn rewrite_head(head: &[u8], fault: Fault) -> Vec<u8> {
 /// Makes closing `stream` send a TCP RST instead of a FIN (SO_LINGER with timeout 0).
 /// Waits (up to 5s) until the peer acknowledged everything sent, because a reset drops
 /// unsent data: the test wants the reset exactly after the bytes it let through.
+// Socket options std does not offer: the harness's only unsafe code.
+#[allow(unsafe_code)]
 fn reset_on_close(stream: &TcpStream) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while std::time::Instant::now() < deadline {
@@ -437,7 +439,8 @@ fn reset_on_close(stream: &TcpStream) {
             libc::SOL_SOCKET,
             libc::SO_LINGER,
             (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            libc::socklen_t::try_from(std::mem::size_of::<libc::linger>())
+                .expect("a linger is a few bytes"),
         );
     }
 }

@@ -212,7 +212,7 @@ fn wait_ready(child: &mut Child, addr: &str, dir: &Path) -> Result<()> {
 }
 
 fn stop_child(mut child: Child) {
-    let pid = Pid::from_raw(child.id() as i32);
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit an i32"));
     let _ = kill(pid, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

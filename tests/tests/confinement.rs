@@ -287,7 +287,7 @@ fn the_inputs_are_0600_on_the_host_while_the_runner_runs() {
     }
     // Stopped by SIGTERM, the executor still removes the run.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();

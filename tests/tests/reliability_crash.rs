@@ -310,8 +310,10 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
-                .as_nanos() as u64
-                | 1
+                .as_nanos()
+                .to_le_bytes()
+                .first_chunk::<8>()
+                .map_or(1, |low| u64::from_le_bytes(*low) | 1)
         });
     eprintln!("crash loop: {kills} kills, CRASH_SEED={seed}");
     let mut rng = Rng(seed);
@@ -351,9 +353,11 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
                 fx.forget_image();
                 let _ = std::fs::remove_dir_all(fx.root().join("snapshots"));
             }
-            let runtime = runtimes[rng.below(runtimes.len() as u64) as usize];
+            let runtime = runtimes[usize::try_from(rng.below(runtimes.len() as u64)).unwrap()];
             let output = fx.inputs.path().join(format!("out-killed{iteration}"));
-            let delay = Duration::from_millis(rng.below(run_time.as_millis() as u64 * 9 / 10 + 5));
+            let delay = Duration::from_millis(
+                rng.below(u64::try_from(run_time.as_millis()).unwrap() * 9 / 10 + 5),
+            );
             let killed = fx.run_killed(&fx.run_args(runtime, &output), delay);
             eprintln!("#{iteration}: run ({runtime}) killed after {delay:?}: {killed}");
             run_kills += usize::from(killed);
@@ -432,7 +436,9 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
                 let _ = std::fs::remove_dir_all(fx.root().join("snapshots"));
                 args.push("--unpack".into());
             }
-            let delay = Duration::from_millis(rng.below(pull_time.as_millis() as u64 * 9 / 10 + 5));
+            let delay = Duration::from_millis(
+                rng.below(u64::try_from(pull_time.as_millis()).unwrap() * 9 / 10 + 5),
+            );
             let killed = fx.run_killed(&args, delay);
             eprintln!("#{iteration}: pull (unpack: {unpack}) killed after {delay:?}: {killed}");
             pull_kills += usize::from(killed);
@@ -448,8 +454,9 @@ fn crash_loop(repo: &str, kills: usize, runtimes: &[&str]) {
             // Drop the snapshots (no bundle mounts them now) so that bundle unpacks again.
             assert_eq!(fx.mounts_under_root(), Vec::<String>::new(), "#{iteration}");
             let _ = std::fs::remove_dir_all(fx.root().join("snapshots"));
-            let delay =
-                Duration::from_millis(rng.below(bundle_time.as_millis() as u64 * 9 / 10 + 5));
+            let delay = Duration::from_millis(
+                rng.below(u64::try_from(bundle_time.as_millis()).unwrap() * 9 / 10 + 5),
+            );
             let args = fx.bundle_args();
             let killed = fx.run_killed(&args, delay);
             eprintln!("#{iteration}: bundle killed after {delay:?}: {killed}");

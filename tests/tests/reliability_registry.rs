@@ -281,7 +281,9 @@ async fn run_cases_with(repo: &str, target: Target, times: Times, unpack: bool) 
 fn blob_len(registry: &Registry, digest: &str) -> usize {
     std::fs::metadata(registry.blob_data_path(digest))
         .unwrap_or_else(|e| panic!("{digest} in the registry: {e}"))
-        .len() as usize
+        .len()
+        .try_into()
+        .unwrap()
 }
 
 #[tokio::test]

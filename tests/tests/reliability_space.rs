@@ -25,11 +25,11 @@ async fn a_pull_that_does_not_fit_fails_with_no_space_and_keeps_the_store_consis
     // Two 1 MiB layers of noise: does not fit next to the small image.
     let big = ImageSpec::host(vec![
         LayerSpec {
-            entries: vec![Entry::file("a", noise(MIB as usize, 1))],
+            entries: vec![Entry::file("a", noise(usize::try_from(MIB).unwrap(), 1))],
             compression: Compression::None,
         },
         LayerSpec {
-            entries: vec![Entry::file("b", noise(MIB as usize, 2))],
+            entries: vec![Entry::file("b", noise(usize::try_from(MIB).unwrap(), 2))],
             compression: Compression::None,
         },
     ]);

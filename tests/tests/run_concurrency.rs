@@ -168,7 +168,7 @@ fn sigterm_ends_the_wait_for_a_slot() {
         seen.push_str(&line);
     }
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();

@@ -10,7 +10,6 @@ use integration_tests::{
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 /// The password of the test keys (cosign encrypts private keys).
 const PASSWORD: &str = "executor-test";
@@ -20,10 +19,9 @@ struct Fixture {
     dir: tempfile::TempDir,
 }
 
-/// One registry and key set for all tests (each test pushes its own images).
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
+/// A registry and key set of the test's own (stopped when it ends).
+fn fixture() -> Fixture {
+    {
         let dir = tempfile::Builder::new()
             .prefix("executor-trust-")
             .tempdir()
@@ -57,7 +55,7 @@ fn fixture() -> &'static Fixture {
             registry: Registry::start().unwrap(),
             dir,
         }
-    })
+    }
 }
 
 impl Fixture {
@@ -172,14 +170,19 @@ fn executor(root: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// `executor run IMAGE --signature-policy POLICY` in a fresh root; the root stays
 /// for checks.
-fn run(image: &str, policy: &Path) -> (tempfile::TempDir, i32, String, String) {
+fn run(fx: &Fixture, image: &str, policy: &Path) -> (tempfile::TempDir, i32, String, String) {
     let root = tempfile::tempdir().unwrap();
-    let (code, stdout, stderr) = run_in(root.path(), image, policy, &[]);
+    let (code, stdout, stderr) = run_in(fx, root.path(), image, policy, &[]);
     (root, code, stdout, stderr)
 }
 
-fn run_in(root: &Path, image: &str, policy: &Path, extra: &[&str]) -> (i32, String, String) {
-    let fx = fixture();
+fn run_in(
+    fx: &Fixture,
+    root: &Path,
+    image: &str,
+    policy: &Path,
+    extra: &[&str],
+) -> (i32, String, String) {
     let policy = policy.display().to_string();
     let context = fx.dir.path().join("context.yaml").display().to_string();
     let runner_args = fx.dir.path().join("args.yaml").display().to_string();
@@ -190,16 +193,16 @@ fn run_in(root: &Path, image: &str, policy: &Path, extra: &[&str]) -> (i32, Stri
     executor(root, &args)
 }
 
-fn assert_ran(image: &str, policy: &Path) {
-    let (_root, code, stdout, stderr) = run(image, policy);
+fn assert_ran(fx: &Fixture, image: &str, policy: &Path) {
+    let (_root, code, stdout, stderr) = run(fx, image, policy);
     assert_eq!(code, 0, "{image}: {stderr}");
     assert!(stdout.starts_with("ran "), "{image}: {stdout}");
 }
 
 /// Refused in one line that names the image, says `expected`, and names the policy;
 /// exit 125; nothing of the image is left under the root.
-fn assert_refused(image: &str, policy: &Path, expected: &str) {
-    let (root, code, stdout, stderr) = run(image, policy);
+fn assert_refused(fx: &Fixture, image: &str, policy: &Path, expected: &str) {
+    let (root, code, stdout, stderr) = run(fx, image, policy);
     assert_refusal(root.path(), code, &stderr, expected, policy);
     assert!(stdout.is_empty(), "{image}: the runner ran: {stdout}");
 }
@@ -269,7 +272,7 @@ fn a_signed_image_runs_and_records_its_key() {
     fx.sign("main", &image, &[]);
     let policy = fx.signed_policy("signed", "main", MATCH_REPOSITORY);
     let root = tempfile::tempdir().unwrap();
-    let (code, stdout, stderr) = run_in(root.path(), &image, &policy, &[]);
+    let (code, stdout, stderr) = run_in(&fx, root.path(), &image, &policy, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "ran trust/signed:v1\n");
 
@@ -288,14 +291,14 @@ fn a_signed_image_runs_and_records_its_key() {
 
     // Run again from the store: the kept signature verifies offline, even with
     // --pull never; under a policy with another key it does not.
-    let (code, stdout, stderr) = run_in(root.path(), &image, &policy, &["--pull", "never"]);
+    let (code, stdout, stderr) = run_in(&fx, root.path(), &image, &policy, &["--pull", "never"]);
     assert_eq!(
         (code, stdout.as_str()),
         (0, "ran trust/signed:v1\n"),
         "{stderr}"
     );
     let other = fx.signed_policy("signed-other", "other", MATCH_REPOSITORY);
-    let (code, _, stderr) = run_in(root.path(), &image, &other, &["--pull", "never"]);
+    let (code, _, stderr) = run_in(&fx, root.path(), &image, &other, &["--pull", "never"]);
     assert_eq!(code, 125, "{stderr}");
     assert!(stderr.contains("no signature by key"), "{stderr}");
 }
@@ -307,6 +310,7 @@ fn an_unsigned_image_is_refused_before_any_blob() {
     let policy = fx.signed_policy("unsigned", "main", MATCH_REPOSITORY);
     let key = fx.key("main").display().to_string();
     assert_refused(
+        &fx,
         &fx.reference("trust/unsigned:v1"),
         &policy,
         &format!("no signature by key {key}"),
@@ -327,7 +331,7 @@ fn a_stored_unsigned_image_is_not_run_under_a_policy() {
     assert_eq!(code, 0, "{stderr}");
     let policy = fx.signed_policy("stored", "main", MATCH_REPOSITORY);
     for pull in ["missing", "never"] {
-        let (code, stdout, stderr) = run_in(root.path(), &image, &policy, &["--pull", pull]);
+        let (code, stdout, stderr) = run_in(&fx, root.path(), &image, &policy, &["--pull", pull]);
         assert_eq!(code, 125, "--pull {pull}: {stderr}");
         assert!(stdout.is_empty(), "--pull {pull}: {stdout}");
         assert!(
@@ -345,14 +349,14 @@ fn a_signature_by_another_key_is_refused() {
     fx.push("trust/other-key:v1");
     fx.sign("other", &image, &[]);
     let policy = fx.signed_policy("other-key", "main", MATCH_REPOSITORY);
-    assert_refused(&image, &policy, "no signature by key");
+    assert_refused(&fx, &image, &policy, "no signature by key");
     // Several keys: any of them may have signed.
     let either = fx.policy(
         "either-key",
         r#"{"default": [{"type": "sigstoreSigned", "keyPaths": ["{dir}/main.pub", "{dir}/other.pub"],
              "signedIdentity": {"type": "matchRepository"}}]}"#,
     );
-    assert_ran(&image, &either);
+    assert_ran(&fx, &image, &either);
 }
 
 #[test]
@@ -371,11 +375,12 @@ fn a_signature_moved_to_another_digest_is_refused() {
     );
     let policy = fx.signed_policy("retag", "main", MATCH_REPOSITORY);
     assert_refused(
+        &fx,
         &fx.reference("trust/retag:v2"),
         &policy,
         &format!("is for manifest {}, not {}", signed.digest, moved.digest),
     );
-    assert_ran(&image, &policy);
+    assert_ran(&fx, &image, &policy);
 }
 
 #[test]
@@ -399,7 +404,7 @@ fn a_tampered_payload_is_refused() {
     });
     skopeo_copy(&oci, &signature);
     let policy = fx.signed_policy("tampered", "main", MATCH_REPOSITORY);
-    assert_refused(&image, &policy, "no signature by key");
+    assert_refused(&fx, &image, &policy, "no signature by key");
 }
 
 /// The tag cosign keeps the signatures of `digest` under.
@@ -480,12 +485,14 @@ fn scopes_reject_and_accept_as_the_policy_says() {
             }}}"#,
     );
     assert_refused(
+        &fx,
         &fx.reference("trust/scoped/rejected:v1"),
         &policy,
         "the policy rejects it",
     );
-    assert_ran(&fx.reference("trust/scoped/open:v1"), &policy);
+    assert_ran(&fx, &fx.reference("trust/scoped/open:v1"), &policy);
     assert_refused(
+        &fx,
         &fx.reference("trust/scoped/strict:v1"),
         &policy,
         "no signature by key",
@@ -493,6 +500,7 @@ fn scopes_reject_and_accept_as_the_policy_says() {
     // Outside every scope: the default rejects.
     fx.push("elsewhere/app:v1");
     assert_refused(
+        &fx,
         &fx.reference("elsewhere/app:v1"),
         &policy,
         "the policy rejects it",
@@ -510,10 +518,10 @@ fn identity_rules_decide_which_signed_names_count() {
         "identity-default",
         r#"{"default": [{"type": "sigstoreSigned", "keyPath": "{dir}/main.pub"}]}"#,
     );
-    assert_refused(&image, &default, "use signedIdentity matchRepository");
+    assert_refused(&fx, &image, &default, "use signedIdentity matchRepository");
     // By digest, the repository is enough for the default rule.
     let by_digest = format!("{}@{}", fx.reference("trust/identity"), built.digest);
-    assert_ran(&by_digest, &default);
+    assert_ran(&fx, &by_digest, &default);
 
     // A copy of the image and its signature in another repository: the signature
     // names the original, so only a remapIdentity rule accepts it.
@@ -529,6 +537,7 @@ fn identity_rules_decide_which_signed_names_count() {
     let mirrored = format!("{}@{}", fx.reference("mirrored/identity"), built.digest);
     let repository = fx.signed_policy("identity-repository", "main", MATCH_REPOSITORY);
     assert_refused(
+        &fx,
         &mirrored,
         &repository,
         "which matchRepository does not accept",
@@ -538,13 +547,13 @@ fn identity_rules_decide_which_signed_names_count() {
         r#"{"default": [{"type": "sigstoreSigned", "keyPath": "{dir}/main.pub",
              "signedIdentity": {"type": "remapIdentity", "prefix": "{reg}/mirrored", "signedPrefix": "{reg}/trust"}}]}"#,
     );
-    assert_ran(&mirrored, &remap);
+    assert_ran(&fx, &mirrored, &remap);
     let exact = fx.policy(
         "identity-exact",
         r#"{"default": [{"type": "sigstoreSigned", "keyPath": "{dir}/main.pub",
              "signedIdentity": {"type": "exactRepository", "dockerRepository": "{reg}/trust/identity"}}]}"#,
     );
-    assert_ran(&mirrored, &exact);
+    assert_ran(&fx, &mirrored, &exact);
 }
 
 #[test]
@@ -554,10 +563,12 @@ fn ed25519_keys_and_key_data_verify() {
     fx.push("trust/ed25519:v1");
     fx.sign("ed25519", &image, &[]);
     assert_ran(
+        &fx,
         &image,
         &fx.signed_policy("ed25519", "ed25519", MATCH_REPOSITORY),
     );
     assert_refused(
+        &fx,
         &image,
         &fx.signed_policy("ed25519-main", "main", MATCH_REPOSITORY),
         "no signature by key",
@@ -573,7 +584,7 @@ fn ed25519_keys_and_key_data_verify() {
                  "signedIdentity": {{"type": "matchRepository"}}}}]}}"#
         ),
     );
-    assert_ran(&image, &inline);
+    assert_ran(&fx, &image, &inline);
 }
 
 #[test]
@@ -596,10 +607,12 @@ fn signatures_stored_as_oci_referrers_verify() {
         "{tags}"
     );
     assert_ran(
+        &fx,
         &image,
         &fx.signed_policy("referrers", "main", MATCH_REPOSITORY),
     );
     assert_refused(
+        &fx,
         &image,
         &fx.signed_policy("referrers-other", "other", MATCH_REPOSITORY),
         "no signature by key",
@@ -622,6 +635,7 @@ fn signatures_stored_as_oci_referrers_verify() {
     );
     let root = tempfile::tempdir().unwrap();
     let (code, stdout, stderr) = run_in(
+        &fx,
         root.path(),
         &through_api,
         &policy,
@@ -638,6 +652,7 @@ fn signatures_stored_as_oci_referrers_verify() {
     );
     let root = tempfile::tempdir().unwrap();
     let (code, _, stderr) = run_in(
+        &fx,
         root.path(),
         &through_api,
         &other,
@@ -694,9 +709,10 @@ fn oci_layouts_are_checked_too() {
             dir.path().display()
         ),
     );
-    assert_ran(&format!("oci-layout:{}:v1", signed.display()), &policy);
-    assert_ran(&format!("oci-layout:{}", saved.display()), &policy);
+    assert_ran(&fx, &format!("oci-layout:{}:v1", signed.display()), &policy);
+    assert_ran(&fx, &format!("oci-layout:{}", saved.display()), &policy);
     assert_refused(
+        &fx,
         &format!("oci-layout:{}:v1", unsigned.display()),
         &policy,
         "no signature by key",
@@ -708,6 +724,7 @@ fn oci_layouts_are_checked_too() {
              "signedIdentity": {"type": "matchRepository"}}]}"#,
     );
     assert_refused(
+        &fx,
         &format!("oci-layout:{}:v1", signed.display()),
         &by_repository,
         "an oci-layout image has no registry reference",
@@ -717,6 +734,7 @@ fn oci_layouts_are_checked_too() {
     let moved = elsewhere.path().join("signed");
     copy_dir(&signed, &moved);
     assert_refused(
+        &fx,
         &format!("oci-layout:{}:v1", moved.display()),
         &policy,
         "the policy rejects it",
@@ -806,7 +824,7 @@ fn bad_policies_and_keys_are_one_line_errors() {
     ];
     for (name, text, expected) in cases {
         let policy = fx.policy(name, &text);
-        let (root, code, stdout, stderr) = run(&image, &policy);
+        let (root, code, stdout, stderr) = run(&fx, &image, &policy);
         assert_eq!(code, 125, "{name}: {stderr}");
         assert!(stdout.is_empty(), "{name}: {stdout}");
         assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
@@ -821,7 +839,7 @@ fn bad_policies_and_keys_are_one_line_errors() {
         assert_eq!(leftovers(root.path()), Vec::<String>::new(), "{name}");
     }
     let missing = fx.dir.path().join("no-such-policy.json");
-    let (_root, code, _, stderr) = run(&image, &missing);
+    let (_root, code, _, stderr) = run(&fx, &image, &missing);
     assert_eq!(code, 125);
     assert!(stderr.contains("cannot read signature policy"), "{stderr}");
 }
@@ -921,15 +939,16 @@ fn oci_layout_refusals_match_the_registry_ones() {
             requirement("main")
         ),
     );
-    assert_ran(&signed, &policy);
-    assert_ran(&format!("oci-layout:{}:v1", open.display()), &policy);
-    assert_refused(&rejected, &policy, "the policy rejects it");
+    assert_ran(&fx, &signed, &policy);
+    assert_ran(&fx, &format!("oci-layout:{}:v1", open.display()), &policy);
+    assert_refused(&fx, &rejected, &policy, "the policy rejects it");
     assert_refused(
+        &fx,
         &retagged,
         &policy,
         &format!("is for manifest {}, not {}", built.digest, moved.digest),
     );
-    assert_refused(&tampered, &policy, "no signature by key");
+    assert_refused(&fx, &tampered, &policy, "no signature by key");
     let other = fx.policy(
         "layout-cases-other",
         &format!(
@@ -937,7 +956,7 @@ fn oci_layout_refusals_match_the_registry_ones() {
             requirement("other")
         ),
     );
-    assert_refused(&signed, &other, "no signature by key");
+    assert_refused(&fx, &signed, &other, "no signature by key");
 }
 
 #[test]
@@ -980,7 +999,7 @@ fn the_policy_is_found_where_podman_looks() {
         "search-accept",
         r#"{"default": [{"type": "insecureAcceptAnything"}]}"#,
     );
-    let (code, stdout, stderr) = run_in(root.path(), &image, &accept, &[]);
+    let (code, stdout, stderr) = run_in(&fx, root.path(), &image, &accept, &[]);
     assert_eq!(
         (code, stdout.as_str()),
         (0, "ran trust/search:v1\n"),

@@ -8,6 +8,8 @@ use runner::{Context, Ctx, GoDuration, OwnerReference, Platform, Runner, StartIn
 use serde_json::json;
 
 #[tokio::test]
+// set_var is unsafe since edition 2024: this test binary sets it before any thread reads it.
+#[allow(unsafe_code)]
 async fn infer_reads_kubeconfig_from_the_environment() {
     let server = FakeApiServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -39,12 +39,8 @@ use std::io;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 
-/// Where the runner context file appears in the container.
-pub const CONTEXT_PATH: &str = "/runner-context";
-/// Where the runner args file appears in the container.
-pub const ARGS_PATH: &str = "/runner-args";
-/// The container's writable artifact directory.
-pub const OUT_PATH: &str = "/out";
+pub use runner_contract::paths::{ARGS_PATH, CONTEXT_PATH, OUT_DIR};
+use runner_contract::paths::{ARGS_PATH_VAR, CONTEXT_PATH_VAR, STATUS_PATH_VAR};
 /// The directory the runner's status file is written to in the container.
 pub const STATUS_DIR: &str = "/run/runner";
 /// The status file path given to the runner (`RUNNER_STATUS_PATH`).
@@ -761,9 +757,9 @@ fn build_spec(
         );
     }
     // The runner contract wins over the image and the caller.
-    set_env(&mut env, &format!("RUNNER_CONTEXT_PATH={CONTEXT_PATH}"));
-    set_env(&mut env, &format!("RUNNER_ARGS_PATH={ARGS_PATH}"));
-    set_env(&mut env, &format!("RUNNER_STATUS_PATH={STATUS_PATH}"));
+    set_env(&mut env, &format!("{CONTEXT_PATH_VAR}={CONTEXT_PATH}"));
+    set_env(&mut env, &format!("{ARGS_PATH_VAR}={ARGS_PATH}"));
+    set_env(&mut env, &format!("{STATUS_PATH_VAR}={STATUS_PATH}"));
     if kubeconfig {
         set_env(&mut env, &format!("KUBECONFIG={KUBECONFIG_PATH}"));
     }
@@ -852,7 +848,7 @@ fn build_spec(
         )?,
         bind(&dir.join("inputs/context"), CONTEXT_PATH, false)?,
         bind(&dir.join("inputs/args"), ARGS_PATH, false)?,
-        bind(&dir.join("out"), OUT_PATH, true)?,
+        bind(&dir.join("out"), OUT_DIR, true)?,
         bind(&dir.join("status"), STATUS_DIR, true)?,
     ];
     if kubeconfig {

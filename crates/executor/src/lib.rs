@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod bundle;
 pub mod capabilities;
+pub mod digest;
+pub mod error;
 pub mod network;
 pub mod pack;
 pub mod proxy;
@@ -14,6 +16,8 @@ pub mod seccomp;
 pub mod snapshot;
 pub mod source;
 pub mod store;
+pub mod sys;
+pub mod time;
 pub mod trust;
 pub mod unpack;
 pub mod user;

@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 
 /// Errors of the loopback hook.
 #[derive(Debug, thiserror::Error)]
@@ -55,39 +54,10 @@ pub fn loopback_up(pid: i32) -> Result<(), NetworkError> {
                 source: e.into(),
             }
         })?;
-        set_up("lo").map_err(NetworkError::Loopback)
+        crate::sys::set_interface_up("lo").map_err(NetworkError::Loopback)
     })
     .join()
     .unwrap_or_else(|_| Err(NetworkError::Loopback(io::Error::other("thread panicked"))))
-}
-
-/// Sets `IFF_UP` on interface `name` of the calling thread's network namespace.
-fn set_up(name: &str) -> io::Result<()> {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| {
-        // A namespace without IPv4 on lo yet still takes an AF_INET socket; binding may
-        // fail where connecting would not. Any socket serves the ioctl.
-        std::net::UdpSocket::bind("[::]:0")
-    })?;
-    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= request.ifr_name.len() {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    for (dst, src) in request.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    let fd = socket.as_raw_fd();
-    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of the ifreq we own.
-    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just filled in ifru_flags, the union's active member.
-    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    // SAFETY: SIOCSIFFLAGS reads the name and flags of the ifreq we own.
-    if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

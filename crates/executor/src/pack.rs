@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 
 /// The `PATH` an image gets when `--env` sets none, as Docker images have it.
-pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use crate::bundle::DEFAULT_PATH;
 
 /// Why an image could not be packed.
 #[derive(Debug, thiserror::Error)]
@@ -226,7 +226,8 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, PackError> {
     let (layer, layer_size, diff_id) = write_layer(&blobs, &entries, epoch)?;
     tracing::debug!(layer = %layer, diff_id = %diff_id, "layer written");
 
-    let created = rfc3339(epoch);
+    let created =
+        crate::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch));
     let config = image_config(opts, &diff_id, &created)?;
     let config_json = to_json("image config", &config)?;
     let (config_digest, config_size) = write_blob(&blobs, &config_json)?;
@@ -729,39 +730,9 @@ fn tag_in_index(layout: &Path, tag: &str, descriptor: Descriptor) -> Result<(), 
     write_file_atomically(&path, &to_json("image index", &index)?)
 }
 
-/// Formats seconds since the epoch as RFC 3339 in UTC (`1970-01-01T00:00:00Z`).
-fn rfc3339(epoch: u64) -> String {
-    let days = epoch / 86_400;
-    let secs = epoch % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3_600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_epoch_seconds_as_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
-    }
 
     #[test]
     fn parses_file_mappings() {

@@ -468,7 +468,7 @@ impl Puller<'_> {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_transient() && attempt < self.opts.retries => {
                     let delay = self.delay(attempt, &e);
-                    tracing::warn!(what, attempt = attempt + 1, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
+                    tracing::warn!(what, attempt = attempt + 1, delay_ms = millis(delay), error = %e, "retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -759,7 +759,7 @@ impl Puller<'_> {
                     let delay = self.delay(attempt, &e);
                     tracing::warn!(
                         image = %self.reference, blob = %digest, attempt = attempt + 1,
-                        resume_at = writer.written(), delay_ms = delay.as_millis() as u64,
+                        resume_at = writer.written(), delay_ms = millis(delay),
                         error = %e, "blob transfer interrupted; retrying"
                     );
                     tokio::time::sleep(delay).await;
@@ -867,6 +867,11 @@ impl Puller<'_> {
 }
 
 /// The platform image manifest an image reference resolved to.
+/// Whole milliseconds, for logs (a delay is at most minutes).
+fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+}
+
 struct Resolved {
     manifest: ImageManifest,
     media_type: MediaType,

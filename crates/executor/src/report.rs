@@ -6,6 +6,7 @@
 //! (RFC 3339). A [`Reporter`] sends it to the engine.
 
 use crate::lifecycle::{Exit, StopReason};
+use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -117,24 +118,6 @@ impl Outcome {
             runner_status: None,
         }
     }
-}
-
-/// An error and all its sources on one line (`a: b: c`), for logs and reports; the
-/// error messages of this crate do not repeat their sources.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
-}
-
-/// Formats a time as RFC 3339 in UTC with second precision (`2026-11-28T11:25:00Z`).
-pub fn rfc3339(time: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Reads the status the runner's SDK wrote; `None` when the runner wrote none.

@@ -8,8 +8,9 @@
 //! remove the run directory. Whatever fails, the run directory (with the inputs
 //! that may hold secrets) and the container are removed before returning.
 
+use crate::error::error_chain;
 use crate::lifecycle::{self, LifecycleError, LifecycleOptions, Stop};
-use crate::report::{self, Outcome, Reporter, error_chain};
+use crate::report::{self, Outcome, Reporter};
 use crate::runs::{RunDir, Runs, RunsError};
 use crate::runtime::RuntimeKind;
 use async_trait::async_trait;
@@ -18,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// Exit code of `executor run` when the runner timed out.
-pub const EXIT_TIMED_OUT: i32 = 124;
+pub const EXIT_TIMED_OUT: i32 = crate::error::TIMED_OUT as i32;
 /// Exit code of `executor run` when the executor itself failed (podman's convention).
-pub const EXIT_EXECUTOR_FAILED: i32 = 125;
+pub const EXIT_EXECUTOR_FAILED: i32 = crate::error::EXECUTOR_FAILED as i32;
 
 /// An error from preparing a bundle, whatever the preparing stage is.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -182,16 +183,14 @@ impl ImageBundle {
         // A stored image is trusted under this run's policy only if the signatures its
         // pull kept verify now; else it is pulled again, which fetches them afresh.
         let stored = match (stored, self.pull_options.policy.as_deref()) {
-            (Some(record), Some(policy)) => {
-                match crate::trust::verify_stored(policy, &self.source, &record) {
-                    Ok(_) => Some(record),
-                    Err(e) if self.pull == PullPolicy::Never => return Err(e.into()),
-                    Err(e) => {
-                        tracing::debug!(image = %self.source, reason = %e, "stored image not verified under this policy; pulling");
-                        None
-                    }
+            (Some(record), Some(policy)) => match record.verify_under(policy, &self.source) {
+                Ok(_) => Some(record),
+                Err(e) if self.pull == PullPolicy::Never => return Err(e.into()),
+                Err(e) => {
+                    tracing::debug!(image = %self.source, reason = %e, "stored image not verified under this policy; pulling");
+                    None
                 }
-            }
+            },
             (stored, _) => stored,
         };
         match (stored, self.pull) {
@@ -309,10 +308,8 @@ pub async fn run(
     if let Err(err) = &result
         && !matches!(err, RunError::Report(_) | RunError::Cleanup { .. })
     {
-        let outcome = Outcome::executor_failed(
-            format!("executor failed: {}", report::error_chain(err)),
-            started_at,
-        );
+        let outcome =
+            Outcome::executor_failed(format!("executor failed: {}", error_chain(err)), started_at);
         if let Err(report_err) = opts.reporter.report(&outcome).await {
             let error = error_chain(&report_err);
             tracing::error!(%error, "cannot report the executor's failure");

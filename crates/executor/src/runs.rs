@@ -16,7 +16,7 @@
 //! that took it (see [`Runs::wait_for_slot`]). As with the run lock, the kernel
 //! frees a slot when its executor dies, however it dies.
 
-use crate::report::error_chain;
+use crate::error::error_chain;
 use crate::runtime::{CliRuntime, Runtime, RuntimeError, RuntimeKind};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -565,7 +565,7 @@ fn new_run_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_nanos() as u64;
+        .as_nanos();
     format!(
         "{:012x}{:06x}{:04x}",
         nanos & 0xffff_ffff_ffff,

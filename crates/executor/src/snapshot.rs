@@ -37,7 +37,6 @@ use nix::sys::stat::{mkdirat, mknodat, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchown, fchownat, symlinkat};
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, MediaType};
-use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -187,11 +186,7 @@ pub fn chain_ids<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> Vec<Dige
     for diff_id in diff_ids {
         let next = match out.last() {
             None => diff_id.clone(),
-            Some(parent) => {
-                let sum = Sha256::digest(format!("{parent} {diff_id}").as_bytes());
-                Digest::from_str(&format!("sha256:{}", hex::encode(sum)))
-                    .expect("a sha256 hex digest is a valid digest")
-            }
+            Some(parent) => crate::digest::sha256_digest(format!("{parent} {diff_id}").as_bytes()),
         };
         out.push(next);
     }
@@ -326,7 +321,7 @@ impl Snapshotter {
         dirs.iter()
             .filter(|d| d.parent() == Some(own.as_path()))
             .filter_map(|d| d.file_name()?.to_str())
-            .filter_map(|hex| Digest::from_str(&format!("sha256:{hex}")).ok())
+            .filter_map(crate::digest::from_sha256_hex)
             .collect()
     }
 
@@ -334,7 +329,7 @@ impl Snapshotter {
     /// trees alike (the host may have switched between them); returns how many went.
     ///
     /// `keep` must hold the chain IDs of the images still stored (see [`chain_ids`]) and
-    /// those of every mounted root file system (see [`mounted_chains`]): a running
+    /// those of every mounted root file system (see [`mounted_lowers`] and [`Snapshotter::chains_in`]): a running
     /// container must not lose its lower directories. Caveat: a run that found its
     /// snapshots present but has not mounted them yet is not protected; its mount then
     /// fails cleanly (missing lower directory) rather than running on a partial tree.
@@ -365,7 +360,7 @@ impl Snapshotter {
             if let Some(d) = entry
                 .file_name()
                 .to_str()
-                .and_then(|hex| Digest::from_str(&format!("sha256:{hex}")).ok())
+                .and_then(crate::digest::from_sha256_hex)
             {
                 out.push(d);
             }
@@ -1194,16 +1189,8 @@ fn copy_dir(src: OwnedFd, dst: BorrowedFd<'_>) -> nix::Result<()> {
         if kind == SFlag::S_IFDIR {
             let sub = openat(sfd, name, dir_flags, Mode::empty())?;
             let mut value = [0u8; 1];
-            // SAFETY: fd open, name NUL-terminated, buffer pointer and length passed together.
-            let n = unsafe {
-                libc::fgetxattr(
-                    sub.as_raw_fd(),
-                    c"trusted.overlay.opaque".as_ptr(),
-                    value.as_mut_ptr().cast(),
-                    value.len(),
-                )
-            };
-            if n == 1 && value[0] == b'y' {
+            let n = crate::sys::fgetxattr(sub.as_fd(), c"trusted.overlay.opaque", &mut value);
+            if n == Ok(1) && value[0] == b'y' {
                 remove_all(dst, name)?;
             }
             match mkdirat(dst, name, Mode::from_bits_truncate(0o755)) {

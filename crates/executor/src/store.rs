@@ -7,7 +7,7 @@
 //! - `locks/<hex>.lock`: held (flock) by whoever writes that blob, so that two processes
 //!   pulling the same image download each blob once. It exists only while held: the holder
 //!   removes it before it unlocks, and whoever locks it checks afterwards that the path
-//!   still names the file it locked (see [`lock_file_at`]), so a failed pull leaves no
+//!   still names the file it locked (see `lock_file_at`), so a failed pull leaves no
 //!   lock behind. Only a killed holder leaves one; `open` and `prune` remove those.
 //!   `locks/store.lock` is held shared by
 //!   every pull and exclusively by `prune`, so prune never deletes a blob a running pull
@@ -164,6 +164,22 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// Whether `policy` trusts this image by the signatures kept from its pull (see
+    /// [`crate::trust::verify_stored`]).
+    pub fn verify_under(
+        &self,
+        policy: &crate::trust::policy::Policy,
+        image: &ImageSource,
+    ) -> Result<Option<crate::trust::Verified>, crate::trust::TrustError> {
+        crate::trust::verify_stored(
+            policy,
+            image,
+            &self.manifest_digest,
+            self.index_digest.as_ref(),
+            &self.signatures,
+        )
+    }
+
     /// Total size of the config and layer blobs (compressed, as stored).
     pub fn size(&self) -> u64 {
         self.config.size() + self.layers.iter().map(|l| l.size()).sum::<u64>()
@@ -728,7 +744,8 @@ impl io::Read for BlobFollower {
                 self.digest, self.offset, self.size
             )));
         }
-        let want = buf.len().min((on_disk - self.offset) as usize);
+        let want =
+            usize::try_from(on_disk - self.offset).map_or(buf.len(), |left| buf.len().min(left));
         let n = self.file.read_at(&mut buf[..want], self.offset)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());

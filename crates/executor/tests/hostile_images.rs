@@ -178,7 +178,7 @@ fn cases() -> Vec<(&'static str, Build, Expect)> {
                 let (layer, diff_id) = l.layer(&base_tar().tar());
                 let evil = gzip(&Layer::new().file("evil", b"swapped").tar());
                 let mut evil_padded = evil.clone();
-                evil_padded.resize(layer["size"].as_u64().unwrap() as usize, 0);
+                evil_padded.resize(usize::try_from(layer["size"].as_u64().unwrap()).unwrap(), 0);
                 l.put_as(layer["digest"].as_str().unwrap(), &evil_padded);
                 let desc = l.manifest(&[layer], &[diff_id]);
                 l.tag(desc);

@@ -188,7 +188,7 @@ async fn sigterm_to_the_executor_stops_the_runner_and_cleans_up(runtime: &str) {
     .unwrap();
     let (run_dir, pid) = container_pid(root.path()).await;
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
@@ -379,7 +379,7 @@ async fn gc_leaves_a_live_run_alone() {
     assert!(run_dir.exists() && process_alive(pid));
     // Clean up: stop the run the normal way.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
@@ -470,7 +470,7 @@ async fn second_signal_kills_the_runner_at_once() {
         }
     });
     let (run_dir, pid) = container_pid(root.path()).await;
-    let executor_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let executor_pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(executor_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     // Wait until the first signal was taken (two pending signals would merge).
     wait_for("the first signal to be handled", || {

@@ -139,6 +139,8 @@ fn assert_direct_view(root: &Path) {
     assert_eq!(fs::read(root.join("usr/bin/sh")).unwrap(), b"shell");
 }
 
+// lgetxattr, which std and nix do not wrap, reads the opaque mark.
+#[allow(unsafe_code)]
 fn is_opaque(dir: &Path) -> bool {
     let mut value = [0u8; 1];
     let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();

@@ -4,6 +4,7 @@
 
 mod layers;
 
+use executor::error::error_chain;
 use executor::pull::{PullError, PullOptions, pull, pull_and_unpack};
 use executor::reference::ImageSource;
 use executor::snapshot::{Snapshotter, chain_ids, layer_blobs};
@@ -38,7 +39,7 @@ fn big_layer() -> Vec<u8> {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            state as u8
+            state.to_le_bytes()[0]
         })
         .collect();
     Layer::new()
@@ -161,17 +162,6 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir)
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default()
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
 
 #[tokio::test]

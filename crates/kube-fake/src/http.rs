@@ -181,10 +181,10 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = |b: u8| (b as char).to_digit(16);
+                let hex = |b: u8| (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
                 match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                     (Some(hi), Some(lo)) => {
-                        out.push((hi * 16 + lo) as u8);
+                        out.push(hi * 16 + lo);
                         i += 3;
                         continue;
                     }

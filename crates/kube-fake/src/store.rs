@@ -685,41 +685,21 @@ fn make_uid(counter: u64) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
-        .unwrap_or_default() as u64;
-    let a = nanos ^ (u64::from(std::process::id()) << 32);
+        .unwrap_or_default();
+    let a = nanos ^ (u128::from(std::process::id()) << 32);
     format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        (a >> 32) as u32,
-        (a >> 16) as u16,
-        a as u16 & 0xfff,
-        (counter >> 48) as u16 & 0xfff,
+        (a >> 32) & 0xffff_ffff,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (counter >> 48) & 0xfff,
         counter & 0xffff_ffff_ffff
     )
 }
 
 /// Now as RFC 3339 in UTC with second precision, as `metav1.Time` serializes.
 pub(crate) fn rfc3339_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

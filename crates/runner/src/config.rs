@@ -3,15 +3,9 @@
 
 use std::path::PathBuf;
 
-/// Variable naming the runner context file (YAML).
-pub const CONTEXT_PATH_VAR: &str = "RUNNER_CONTEXT_PATH";
-/// Variable naming the runner args file (YAML).
-pub const ARGS_PATH_VAR: &str = "RUNNER_ARGS_PATH";
-/// Variable switching to human-readable debug logs (`true`) instead of JSON at info.
-pub const LOGGER_DEV_MODE_VAR: &str = "RUNNER_LOGGER_DEV_MODE";
-/// Variable naming the file the file status reporter writes; unset or empty means
-/// the status is not written to a file.
-pub const STATUS_PATH_VAR: &str = "RUNNER_STATUS_PATH";
+pub use runner_contract::paths::{
+    ARGS_PATH_VAR, CONTEXT_PATH_VAR, LOGGER_DEV_MODE_VAR, STATUS_PATH_VAR,
+};
 
 /// Why the configuration could not be read from the environment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -42,7 +42,8 @@
 #![deny(missing_docs)]
 
 pub mod config;
-pub mod context;
+/// The runner context and Go durations, from the contract crate.
+pub use runner_contract::context;
 pub mod input;
 #[cfg(feature = "k8s")]
 pub mod k8s_secret;

@@ -9,11 +9,11 @@ use std::future::Future;
 use tracing::Instrument as _;
 
 /// Exit code of a runner whose work failed or that hit an error while running.
-pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_FAILED: u8 = runner_contract::exit::FAILED;
 /// Exit code of a runner started with a bad configuration or bad input files.
-pub const EXIT_INVALID_INPUT: u8 = 2;
+pub const EXIT_INVALID_INPUT: u8 = runner_contract::exit::INVALID_INPUT;
 /// Exit code of a runner stopped by its context timeout (as `timeout(1)` exits).
-pub const EXIT_TIMED_OUT: u8 = 124;
+pub const EXIT_TIMED_OUT: u8 = runner_contract::exit::TIMED_OUT;
 
 /// A signal that stops a running runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

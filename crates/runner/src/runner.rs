@@ -10,20 +10,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error and its causes on one line, `outer: inner: root`, because runner
 /// errors (often `anyhow` ones) keep the useful detail in their causes.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // Some errors repeat their cause in their own message; do not say it twice.
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
+pub(crate) use runner_contract::error_chain;
 
 /// Input of [`Runner::start`].
 #[derive(Debug, Clone)]

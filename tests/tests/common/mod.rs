@@ -25,16 +25,7 @@ pub fn pull_options(addr: &str) -> PullOptions {
 }
 
 /// The error and its causes joined with `: `, as the CLI prints them.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
+pub use executor::error::error_chain;
 
 /// Pulls `reference`, which must fail; returns the error chain.
 pub async fn pull_error(store: &Store, reference: &ImageSource, options: &PullOptions) -> String {

@@ -249,7 +249,7 @@ fn resolve_image(
     let policy =
         executor::trust::load_policy(signature_policy, &executor::trust::default_policy_paths())?;
     if let Some(policy) = &policy {
-        executor::trust::verify_stored(policy, &source, &record)?;
+        record.verify_under(policy, &source)?;
     }
     let config = store
         .read_config(&record)
@@ -274,7 +274,7 @@ fn parse_size(text: &str) -> anyhow::Result<i64> {
         .parse()
         .with_context(|| format!("{text:?} is not a size like 512m"))?;
     match n
-        .checked_shl(shift as u32)
+        .checked_shl(u32::try_from(shift).expect("a shift of 0 to 30"))
         .filter(|v| *v > 0 && v >> shift == n)
     {
         Some(v) => Ok(v),

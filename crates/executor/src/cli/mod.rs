@@ -13,7 +13,7 @@ mod run;
 mod runtime;
 
 /// Exit code when the executor itself failed (podman's convention).
-pub const EXIT_EXECUTOR_FAILED: u8 = 125;
+pub const EXIT_EXECUTOR_FAILED: u8 = executor::error::EXECUTOR_FAILED;
 
 /// Pull runner images, prepare OCI bundles and run them with an OCI runtime.
 #[derive(Debug, Parser)]

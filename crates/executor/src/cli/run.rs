@@ -9,7 +9,7 @@ use executor::run::{ExistingBundle, ImageBundle, Prepare, RunOptions};
 use executor::runtime::RuntimeKind;
 use executor::snapshot::Snapshotter;
 use executor::store::Store;
-use runner::GoDuration;
+use runner_contract::{Context, GoDuration};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -116,7 +116,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let context = args
         .context
         .as_deref()
-        .map(|path| -> anyhow::Result<runner::Context> {
+        .map(|path| -> anyhow::Result<Context> {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("while reading runner context {}", path.display()))?;
             serde_norway::from_reader(file)
@@ -159,7 +159,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             })
     })??;
     // Exit statuses are one byte; runner exit codes and 124 already fit.
-    Ok(ExitCode::from((result.exit_code & 0xff) as u8))
+    Ok(ExitCode::from(
+        u8::try_from(result.exit_code & 0xff).expect("masked to one byte"),
+    ))
 }
 
 /// The reporter the flags chose. The Kubernetes Secret reporter talks to the API
@@ -167,7 +169,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
 /// `~/.kube/config`, in-cluster), and needs the context (it names the Secret).
 async fn reporter(
     kind: ReporterKind,
-    context: Option<runner::Context>,
+    context: Option<Context>,
     kubeconfig: Option<&std::path::Path>,
 ) -> anyhow::Result<Reporter> {
     use runner::k8s_secret::K8sSecretReporter;

@@ -116,13 +116,10 @@ impl CliRuntime {
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE");
         if self.private_mount_ns {
-            // SAFETY: the closure runs in the forked child of a possibly
-            // multi-threaded parent, so it only makes raw system calls (no
-            // allocation, no locks): unshare, mount and umount2 on static C strings,
-            // and `last_os_error`, which only reads errno.
-            unsafe {
-                cmd.pre_exec(enter_private_mount_ns);
-            }
+            // crun refuses a host whose cgroup v1 hierarchies sit next to a cgroup2
+            // mount ("drop all controllers from cgroupv2"); hiding that mount in a
+            // private mount namespace makes it see a plain cgroup v1 host.
+            crate::sys::without_cgroup2_mount(&mut cmd);
         }
         cmd
     }
@@ -182,7 +179,7 @@ impl CliRuntime {
             .get_or_init(|| {
                 super::embedded::read_only_binary(exe, &self.state_root)
                     .inspect_err(|err| {
-                        let error = crate::report::error_chain(err);
+                        let error = crate::error::error_chain(err);
                         tracing::debug!(%error, "no read-only view of the executor binary");
                     })
                     .ok()
@@ -190,34 +187,6 @@ impl CliRuntime {
             })
             .as_ref()
     }
-}
-
-/// crun refuses a host whose cgroup v1 hierarchies sit next to a cgroup2 mount
-/// ("drop all controllers from cgroupv2"); hiding that mount in a private mount
-/// namespace makes it see a plain cgroup v1 host.
-fn enter_private_mount_ns() -> std::io::Result<()> {
-    // SAFETY: plain system calls with valid NUL-terminated static strings and null
-    // pointers where the kernel accepts them.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // Private first, so that the unmount below does not propagate to the host.
-        if libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        if libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Whether cgroup2 is mounted at [`HYBRID_CGROUP2`] next to cgroup v1.

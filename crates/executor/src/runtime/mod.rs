@@ -18,6 +18,8 @@
 
 mod cli_runtime;
 pub mod embedded;
+#[cfg(test)]
+pub mod fake;
 
 pub use cli_runtime::CliRuntime;
 

@@ -6,7 +6,6 @@
 
 use super::{ByteStream, ImageReader, SourceError, verify_bytes};
 use crate::reference::LayoutTarget;
-use crate::trust::cosign;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -17,6 +16,10 @@ use tokio::io::AsyncSeekExt;
 
 /// The annotation naming a tagged image in `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// The `index.json` annotation `cosign save` marks its manifests with.
+pub const COSIGN_KIND_ANNOTATION: &str = "kind";
+/// The `kind` of a signature manifest in a `cosign save` layout.
+pub const COSIGN_KIND_SIGNATURES: &str = "dev.cosignproject.cosign/sigs";
 
 /// An image in an OCI image layout directory.
 #[derive(Debug, Clone)]
@@ -109,7 +112,7 @@ fn is_cosign_extra(descriptor: &Descriptor) -> bool {
     descriptor
         .annotations()
         .as_ref()
-        .and_then(|a| a.get(cosign::KIND_ANNOTATION))
+        .and_then(|a| a.get(COSIGN_KIND_ANNOTATION))
         .is_some_and(|kind| {
             kind.starts_with("dev.cosignproject.cosign/")
                 && !kind.ends_with("/image")
@@ -241,8 +244,8 @@ impl ImageReader for LayoutReader {
             .filter(|d| {
                 d.annotations()
                     .as_ref()
-                    .and_then(|a| a.get(cosign::KIND_ANNOTATION))
-                    .is_some_and(|kind| kind == cosign::KIND_SIGNATURES)
+                    .and_then(|a| a.get(COSIGN_KIND_ANNOTATION))
+                    .is_some_and(|kind| kind == COSIGN_KIND_SIGNATURES)
             })
             .cloned()
             .collect();

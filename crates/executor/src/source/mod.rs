@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
-use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -406,11 +405,7 @@ fn is_attestation(descriptor: &Descriptor) -> bool {
     annotated || unknown
 }
 
-/// The sha256 digest of some bytes.
-pub fn sha256_digest(bytes: &[u8]) -> Digest {
-    let hex = hex::encode(Sha256::digest(bytes));
-    Digest::from_str(&format!("sha256:{hex}")).expect("a sha256 hex string is a valid digest")
-}
+pub use crate::digest::sha256_digest;
 
 /// Checks that bytes hash to `digest` (sha256 only).
 pub fn verify_bytes(digest: &Digest, bytes: &[u8]) -> Result<(), SourceError> {

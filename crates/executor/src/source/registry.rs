@@ -19,6 +19,7 @@
 
 use super::{ByteStream, EndpointFailure, ImageReader, SourceError, verify_bytes};
 use crate::auth::{self, Credentials};
+use crate::error::error_chain;
 use crate::proxy::ProxyConfig;
 use crate::registries_conf::{PullSource, RegistriesConf};
 use async_trait::async_trait;
@@ -579,31 +580,11 @@ fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let parts: Vec<&str> = value.split_whitespace().collect();
-    let [_weekday, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
-    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let mut hms = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-    let (y, mo) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * mo + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let at = days * 86_400 + h * 3600 + m * 60 + sec;
-    let now = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
-    Some(Duration::from_secs(at.saturating_sub(now).max(0) as u64))
+    // IMF-fixdate is RFC 2822's form with `GMT`; chrono reads both.
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let left = at.signed_duration_since(chrono::DateTime::<chrono::Utc>::from(now));
+    // A date in the past means: now.
+    Some(left.to_std().unwrap_or(Duration::ZERO))
 }
 
 /// The first byte position of a `Content-Range: bytes START-END/TOTAL` header.
@@ -744,20 +725,6 @@ fn classify(reference: &Reference, what: &str, err: OciDistributionError) -> Sou
 }
 
 /// The error and its causes on one line (reqwest hides the useful part in sources).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 fn read_certificates(dir: &Path) -> Result<Vec<Certificate>, String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("reading cert dir {}: {e}", dir.display()))?;

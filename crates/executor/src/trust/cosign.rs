@@ -14,6 +14,7 @@
 //! digests, and a payload counts only once its signature verifies ([`super`]). Sizes and
 //! counts are bounded, so a hostile registry cannot make the executor read without end.
 
+use crate::source::layout::{COSIGN_KIND_ANNOTATION, COSIGN_KIND_SIGNATURES};
 use crate::source::{ImageReader, SourceError, verify_bytes};
 use base64::Engine as _;
 use futures::TryStreamExt;
@@ -26,10 +27,6 @@ pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+js
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// The artifact type of cosign's OCI 1.1 signature manifests.
 pub const SIGNATURE_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
-/// The `index.json` annotation `cosign save` marks its manifests with.
-pub const KIND_ANNOTATION: &str = "kind";
-/// The `kind` of a signature manifest in a `cosign save` layout.
-pub const KIND_SIGNATURES: &str = "dev.cosignproject.cosign/sigs";
 
 /// The largest payload read (cosign's are a few hundred bytes).
 const MAX_PAYLOAD: u64 = 64 << 10;
@@ -176,8 +173,8 @@ fn is_signature_referrer(descriptor: &Descriptor) -> bool {
     let annotated = descriptor
         .annotations()
         .as_ref()
-        .and_then(|a| a.get(KIND_ANNOTATION))
-        .is_some_and(|kind| kind == KIND_SIGNATURES);
+        .and_then(|a| a.get(COSIGN_KIND_ANNOTATION))
+        .is_some_and(|kind| kind == COSIGN_KIND_SIGNATURES);
     let typed = descriptor
         .artifact_type()
         .as_ref()

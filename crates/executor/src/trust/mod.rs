@@ -155,17 +155,20 @@ pub fn verify(
     Ok(verified)
 }
 
-/// Re-verifies, under `policy`, the signatures an image record kept from its pull. An
-/// error means the record alone cannot show the image trusted: the caller pulls again
-/// (the signatures may be new) or, when it must not, reports the error.
+/// Re-verifies, under `policy`, the signatures an image record kept from its pull (of
+/// the manifest `manifest_digest`, picked from the index `index_digest`). An error means
+/// the record alone cannot show the image trusted: the caller pulls again (the
+/// signatures may be new) or, when it must not, reports the error.
 pub fn verify_stored(
     policy: &Policy,
     image: &ImageSource,
-    record: &crate::store::ImageRecord,
+    manifest_digest: &Digest,
+    index_digest: Option<&Digest>,
+    signatures: &[Signature],
 ) -> Result<Option<Verified>, TrustError> {
-    let mut digests = vec![&record.manifest_digest];
-    digests.extend(record.index_digest.iter());
-    verify(policy, image, &digests, &record.signatures)
+    let mut digests = vec![manifest_digest];
+    digests.extend(index_digest);
+    verify(policy, image, &digests, signatures)
 }
 
 fn untrusted(policy: &Policy, image: &ImageSource, reason: String) -> TrustError {

@@ -3,7 +3,7 @@
 //! The layer is streamed once: decompressed, hashed (the diff ID is the sha256 of the
 //! uncompressed tar) and applied entry by entry. Layers are untrusted input, so every path is
 //! resolved *inside* the destination directory with `openat2(RESOLVE_IN_ROOT |
-//! RESOLVE_NO_MAGICLINKS)` (or, on kernels without it, an equivalent walk: [`resolve`]): `..` components, absolute paths and symlinks (absolute or relative)
+//! RESOLVE_NO_MAGICLINKS)` (or, on kernels without it, an equivalent walk in `resolve`): `..` components, absolute paths and symlinks (absolute or relative)
 //! all stay within the destination, exactly as they would inside the container. An absolute
 //! symlink therefore means a path in the image, and a later entry may write through a symlinked
 //! directory (merged-`/usr` images rely on that). Every final component is created or replaced
@@ -31,7 +31,7 @@ use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -914,20 +914,8 @@ impl Unpacker {
         if !self.lowers.is_empty() {
             // Hides every lower layer's content of the directory, at any depth, while what
             // this layer put there stays: the same as clearing the untouched entries below.
-            // SAFETY: the fd is open, name and value are NUL-free literals passed with their
-            // lengths.
-            let rc = unsafe {
-                libc::fsetxattr(
-                    dir.as_raw_fd(),
-                    c"trusted.overlay.opaque".as_ptr(),
-                    b"y".as_ptr().cast(),
-                    1,
-                    0,
-                )
-            };
-            if rc != 0 {
-                return Err(apply_err(entry, "mark directory opaque", Errno::last()));
-            }
+            crate::sys::fsetxattr(dir.as_fd(), c"trusted.overlay.opaque", b"y")
+                .map_err(|e| apply_err(entry, "mark directory opaque", e))?;
             return Ok(());
         }
         self.clear_untouched(dir, dir_path)
@@ -990,19 +978,7 @@ impl Unpacker {
                 .map_err(|e| apply_err(entry, "set mode", e))?;
         }
         for (name, value) in &meta.xattrs {
-            // SAFETY: the fd is open, `name` is NUL-terminated, `value` is a live slice whose
-            // pointer and length are passed together.
-            let rc = unsafe {
-                libc::fsetxattr(
-                    fd.as_fd().as_raw_fd(),
-                    name.as_ptr(),
-                    value.as_ptr().cast(),
-                    value.len(),
-                    0,
-                )
-            };
-            if rc != 0 {
-                let e = Errno::last();
+            if let Err(e) = crate::sys::fsetxattr(fd.as_fd(), name, value) {
                 // File systems without xattr support lose them, as with `tar --xattrs`.
                 if e != Errno::EOPNOTSUPP && e != Errno::EPERM {
                     return Err(apply_err(entry, "set xattr", e));
