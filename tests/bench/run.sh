@@ -259,6 +259,43 @@ fi
 [ $RUN_IMAGES = 1 ] || log "this build's 'executor run' cannot run images: warm 'executor run' cases skipped, cold cases use pull+bundle+runc"
 
 
+# CPU time (user + system) of each side and of the registry serving it, in untimed
+# rounds: with two cores, (executor + registry CPU) / cores bounds the pull's wall time.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$REGISTRY_PID/stat"; }
+# CPU (user + system, ms) of this shell's waited-for children so far, into CHILDREN_MS:
+# `times` in this shell (a subshell counts its own children only), parsed without
+# starting a process that would count too.
+children_cpu() {
+    local user sys
+    times >"$W/times"
+    { read -r _; read -r user sys; } <"$W/times"
+    CHILDREN_MS=$(( $(ms_of "$user") + $(ms_of "$sys") ))
+}
+ms_of() { # 1m2.345s -> 62345
+    local m=${1%%m*} s=${1#*m}
+    s=${s%s}
+    echo $(( (10#$m * 60 + 10#${s%.*}) * 1000 + 10#${s#*.} ))
+}
+cpu_of() {
+    local label=$1 r before reg_before
+    local -a own=() reg=()
+    for r in 1 2 3; do
+        "prep_$label" "$r"
+        reg_before=$(cpu_ticks)
+        children_cpu
+        before=$CHILDREN_MS
+        "bench_$label" "$r" >/dev/null 2>>"$W/bench.err" || die "$label failed (CPU round $r)"
+        children_cpu
+        own+=("$(( CHILDREN_MS - before ))")
+        reg+=("$(( ($(cpu_ticks) - reg_before) * 1000 / CLK_TCK ))")
+    done
+    CPU[$label]=$(printf '%s\n' "${own[@]}" | sort -n | sed -n 2p)
+    CPU[reg_$label]=$(printf '%s\n' "${reg[@]}" | sort -n | sed -n 2p)
+    log "$label: CPU ${CPU[$label]} ms, registry ${CPU[reg_$label]} ms (medians of 3)"
+}
+declare -A CPU
+CLK_TCK=$(getconf CLK_TCK)
+
 # ---------------------------------------------------------------- case 1: warm start
 if want 1; then
 log "case 1: warm start (${ROUNDS} rounds)"
@@ -330,6 +367,8 @@ bench_cold_ctr() {
 }
 interleave "$COLD_ROUNDS" cold_exec cold_skopeo cold_podman cold_ctr
 PEAK_KB=$(cat "$W"/rss.* | sort -n | tail -1)
+# Pull and unpack at once are CPU work on every core: their CPU bounds the cold wall.
+cpu_of cold_exec
 fi
 
 # ---------------------------------------------------------------- case 3: unpack alone
@@ -366,42 +405,6 @@ bench_pull_curl() {
 prep_pull_ctr() { fresh_containerd; }
 bench_pull_ctr() { "${CTR[@]}" content fetch --plain-http "$LARGE_IMG"; }
 interleave "$ROUNDS" pull_exec pull_curl pull_ctr
-# CPU time (user + system) of each side and of the registry serving it, in untimed
-# rounds: with two cores, (executor + registry CPU) / cores bounds the pull's wall time.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$REGISTRY_PID/stat"; }
-# CPU (user + system, ms) of this shell's waited-for children so far, into CHILDREN_MS:
-# `times` in this shell (a subshell counts its own children only), parsed without
-# starting a process that would count too.
-children_cpu() {
-    local user sys
-    times >"$W/times"
-    { read -r _; read -r user sys; } <"$W/times"
-    CHILDREN_MS=$(( $(ms_of "$user") + $(ms_of "$sys") ))
-}
-ms_of() { # 1m2.345s -> 62345
-    local m=${1%%m*} s=${1#*m}
-    s=${s%s}
-    echo $(( (10#$m * 60 + 10#${s%.*}) * 1000 + 10#${s#*.} ))
-}
-cpu_of() {
-    local label=$1 r before reg_before
-    local -a own=() reg=()
-    for r in 1 2 3; do
-        "prep_$label" "$r"
-        reg_before=$(cpu_ticks)
-        children_cpu
-        before=$CHILDREN_MS
-        "bench_$label" "$r" >/dev/null 2>>"$W/bench.err" || die "$label failed (CPU round $r)"
-        children_cpu
-        own+=("$(( CHILDREN_MS - before ))")
-        reg+=("$(( ($(cpu_ticks) - reg_before) * 1000 / CLK_TCK ))")
-    done
-    CPU[$label]=$(printf '%s\n' "${own[@]}" | sort -n | sed -n 2p)
-    CPU[reg_$label]=$(printf '%s\n' "${reg[@]}" | sort -n | sed -n 2p)
-    log "$label: CPU ${CPU[$label]} ms, registry ${CPU[reg_$label]} ms (medians of 3)"
-}
-declare -A CPU
-CLK_TCK=$(getconf CLK_TCK)
 cpu_of pull_exec
 cpu_of pull_curl
 rm -rf "$W/pull-root" "$W/curl"
@@ -490,6 +493,11 @@ if want 2 && want 3 && want 4; then
     r=$(awk -v c="${MED[cold_exec]}" -v f="${MED[pull_exec]}" -v u="${MED[unpack_exec]}" \
         'BEGIN {printf "%.2f", c / (f + u)}')
     row "2 cold wall / (pull alone + unpack alone)" "$r" "(1.0 = no overlap)" "-"
+fi
+if want 2; then
+    r=$(awk -v c="${MED[cold_exec]}" -v e="${CPU[cold_exec]}" -v g="${CPU[reg_cold_exec]}" -v n="$(nproc)" \
+        'BEGIN {printf "%.2f", c / ((e + g) / 1000 / n)}')
+    row "2 cold wall / its CPU bound ((executor + registry CPU) / cores)" "$r" "(1.0 = every core busy)" "-"
 fi
 if want 6 && want 2; then
     r=$(ratio concurrent cold_exec); row "6 ${CONCURRENT} concurrent cold / one cold run (wall)" "$r" "<= 2" "$(met "$r" "<=" 2)"

@@ -7,10 +7,13 @@
 //!
 //! [`pull_and_unpack`] also unpacks the layers into overlay snapshots while they download:
 //! each layer's bytes go to the content store's temp file and, as they land there, to an
-//! unpacker that decompresses, hashes (the diff ID) and applies them into a temp snapshot
-//! (a layer whose lower snapshots are not there yet is unpacked, from the same temp file,
-//! once they are). The blob is stored and the snapshot committed only when both the
-//! compressed digest and the diff ID verified; otherwise both are discarded. Layers download
+//! unpacker that decompresses, hashes (the diff ID) and applies them into a temp snapshot.
+//! All layers unpack at once, each while its own bytes arrive: one whose lower snapshots
+//! are not there yet takes what it would have looked up in them (a parent directory it
+//! does not list) to be absent, and that is checked once they are committed (if a lower
+//! has one, the layer is unpacked again from its blob). The blob is stored and the
+//! snapshot committed only when both the compressed digest and the diff ID verified, and
+//! after its lowers; otherwise both are discarded. Layers download
 //! in parallel up to `max_concurrent_downloads`; each blob is still fetched once across
 //! processes (under its blob lock, held until the snapshot is committed).
 //!
@@ -26,7 +29,7 @@
 //! `RELIABILITY.md` for the faults this was tested against.
 
 use crate::reference::ImageSource;
-use crate::snapshot::{LayerBlob, SnapshotError, Snapshotter, Streamed};
+use crate::snapshot::{LayerBlob, Lowers, SnapshotError, Snapshotter, Streamed};
 use crate::source::layout::LayoutReader;
 use crate::source::registry::{RegistryOptions, RegistryReader};
 use crate::source::{
@@ -649,32 +652,41 @@ impl Puller<'_> {
             drop(slot);
             downloaded
         };
-        let unpack = async {
-            let lower_dirs = wait_lowers(lowers).await?;
-            let (snapshots, layer, chain, dirs) = (
-                snapshots.clone(),
-                layer.clone(),
-                chain.clone(),
-                lower_dirs.clone(),
-            );
-            let unpacked = tokio::task::spawn_blocking(move || {
-                snapshots.unpack_pending(&layer, &chain, &dirs, follower)
-            })
-            .await;
-            Some((lower_dirs, unpacked))
-        };
+        // Unpacked at once, while the layers below are too (each from its own download):
+        // waiting for them would make the unpack of a large image the sum of its layers'.
+        // What this layer takes to be absent below is checked once they are committed.
+        let has_lowers = !lowers.is_empty();
+        let (unpacking, layer_to_unpack, chain_id) =
+            (snapshots.clone(), layer.clone(), chain.clone());
+        let unpack = tokio::task::spawn_blocking(move || {
+            let lowers = if has_lowers {
+                Lowers::NotYet
+            } else {
+                Lowers::Ready(&[])
+            };
+            unpacking.unpack_pending(&layer_to_unpack, &chain_id, lowers, follower)
+        });
         // Both run to their end: a failed download stops the unpacker (its reads fail),
         // and each removes its own temp file or directory before this returns.
         let (downloaded, unpacked) = tokio::join!(download, unpack);
         let (verified, restarted) = downloaded?;
-        let Some((lower_dirs, unpacked)) = unpacked else {
+        let Some(lower_dirs) = wait_lowers(lowers).await else {
             // A layer below failed; this blob itself verified, so keep it.
             verified.persist().map_err(|e| self.store_err(e))?;
             return Ok(None);
         };
         let unpacked = unpacked.map_err(|e| self.store_err(StoreError::Task(e.to_string())))?;
         let pending = match unpacked {
-            Ok(Streamed::Pending(pending)) if !restarted => Some(pending),
+            Ok(Streamed::Pending(pending)) if !restarted => {
+                if pending.holds_over(&lower_dirs) {
+                    Some(pending)
+                } else {
+                    tracing::debug!(image = %self.reference, layer = %layer.digest, "a lower layer has a path this one took to be absent: unpacking it again");
+                    // Dropped here, before `ensure` takes the chain's lock again.
+                    drop(pending);
+                    None
+                }
+            }
             Ok(Streamed::Present(dir)) => {
                 verified.persist().map_err(|e| self.store_err(e))?;
                 return Ok(Some(dir));

@@ -435,9 +435,11 @@ impl Snapshotter {
     }
 
     /// Unpacks one layer from a stream of its blob's bytes (a download in progress) into
-    /// a temp snapshot over the overlay snapshots `lowers` (one per layer below, bottom
-    /// first), checking its diff ID; nothing is visible until [`PendingSnapshot::commit`].
-    /// Overlay snapshots only (with flattened ones, use [`Snapshotter::ensure`]).
+    /// a temp snapshot over the overlay snapshots `lowers`, checking its diff ID; nothing is
+    /// visible until [`PendingSnapshot::commit`]. Overlay snapshots only (with flattened
+    /// ones, use [`Snapshotter::ensure`]). With [`Lowers::NotYet`] the layer is unpacked
+    /// while the layers below still are: [`PendingSnapshot::holds_over`] then says, once
+    /// they are committed, whether the result stands.
     ///
     /// Returns [`Streamed::NeedsBlob`], leaving nothing behind, where the layer needs an
     /// overlay mount to unpack (see [`unpack::unpack_layer_over`]): the caller unpacks it
@@ -446,7 +448,7 @@ impl Snapshotter {
         &self,
         layer: &LayerBlob,
         chain: &Digest,
-        lowers: &[PathBuf],
+        lowers: Lowers<'_>,
         reader: impl io::Read + Send,
     ) -> Result<Streamed, SnapshotError> {
         let dest = self.snapshot_dir(chain);
@@ -463,10 +465,19 @@ impl Snapshotter {
         let work = self.temp_dir()?;
         let tree = work.path().join("upper");
         create_dir_mode(&tree, 0o755)?;
-        let result = unpack::unpack_stream_over(reader, compression, &tree, lowers, &self.unpack);
+        let (result, over_lowers) = match lowers {
+            Lowers::Ready(dirs) => (
+                unpack::unpack_stream_over(reader, compression, &tree, dirs, &self.unpack),
+                !dirs.is_empty(),
+            ),
+            Lowers::NotYet => (
+                unpack::unpack_stream_before_lowers(reader, compression, &tree, &self.unpack),
+                true,
+            ),
+        };
         let stats = match result {
             Err(error @ (UnpackError::Invalid { .. } | UnpackError::Apply { .. }))
-                if !lowers.is_empty() =>
+                if over_lowers =>
             {
                 tracing::debug!(layer = %layer.digest, error = %error, "layer needs an overlay mount to unpack");
                 work.close()
@@ -486,6 +497,7 @@ impl Snapshotter {
             tree,
             dest,
             work,
+            assumed_absent: stats.assumed_absent,
             _lock: lock,
         }))
     }
@@ -718,6 +730,15 @@ impl Snapshotter {
     }
 }
 
+/// The lower snapshots a layer stream is unpacked over ([`Snapshotter::unpack_pending`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Lowers<'a> {
+    /// Their directories: one per layer below, bottom first; none for a base layer.
+    Ready(&'a [PathBuf]),
+    /// There are some, still being unpacked themselves.
+    NotYet,
+}
+
 /// What [`Snapshotter::unpack_pending`] made of a layer stream.
 #[derive(Debug)]
 pub enum Streamed {
@@ -737,10 +758,21 @@ pub struct PendingSnapshot {
     tree: PathBuf,
     dest: PathBuf,
     work: LockedTempDir,
+    /// Paths the unpack took no lower layer to have (unpacked before the lowers were).
+    assumed_absent: Vec<Vec<u8>>,
     _lock: Flock<File>,
 }
 
 impl PendingSnapshot {
+    /// Whether the snapshot is what unpacking over `lowers` (the committed snapshots of
+    /// the layers below, bottom first) would have made: true unless it was unpacked
+    /// before them and one of them has a path it took to be absent (a parent directory
+    /// the layer does not list, the parent of a whiteout). When false, drop it and
+    /// unpack the layer from its blob with [`Snapshotter::ensure`].
+    pub fn holds_over(&self, lowers: &[PathBuf]) -> bool {
+        self.assumed_absent.is_empty() || unpack::lowers_lack(&self.assumed_absent, lowers)
+    }
+
     /// Renames the snapshot into place and returns its directory.
     pub fn commit(self) -> Result<PathBuf, SnapshotError> {
         fs::rename(&self.tree, &self.dest).map_err(io_err("commit snapshot", &self.dest))?;

@@ -25,6 +25,7 @@ fn base_layer() -> Vec<u8> {
         .file("c/keep", b"keep")
         .dir("d/", 0o755)
         .file("d/old", b"old")
+        .dir("e/", 0o711)
         .dir("usr/bin/", 0o755)
         .symlink("bin", "usr/bin")
         .file("usr/bin/sh", b"shell")
@@ -70,6 +71,16 @@ fn mount_layer() -> Vec<u8> {
         .file("bin/tool", b"tool")
         .dir("c/", 0o755)
         .hardlink("c/keep-link", "c/keep")
+        .tar()
+}
+
+/// Files in directories the layer does not list: `e` is a lower layer's (its mode 0711
+/// comes from there, through an overlay mount), `fresh` nobody's. Unpacked before its
+/// lowers are there, the layer takes both to be absent; `e` then sends it to its blob.
+fn implicit_parents_layer() -> Vec<u8> {
+    Layer::new()
+        .file("e/file3", b"three")
+        .file("fresh/f", b"f")
         .tar()
 }
 
@@ -170,7 +181,13 @@ async fn layers_unpacked_while_fetching_match_unpacking_after_the_pull() {
     let layout = tmp.path().join("layout");
     write_layout(
         &layout,
-        &[base_layer(), big_layer(), whiteout_layer(), mount_layer()],
+        &[
+            base_layer(),
+            big_layer(),
+            whiteout_layer(),
+            mount_layer(),
+            implicit_parents_layer(),
+        ],
         None,
     );
 
@@ -186,11 +203,11 @@ async fn layers_unpacked_while_fetching_match_unpacking_after_the_pull() {
         assert!(snaps.snapshot_dir(chain).is_dir(), "{chain} not unpacked");
         assert!(layer.path.is_file(), "{} not stored", layer.digest);
     }
-    assert_eq!(snaps.snapshots().unwrap().len(), 4);
+    assert_eq!(snaps.snapshots().unwrap().len(), 5);
     let streamed = snaps.prepare(&layers).unwrap();
     assert_eq!(
         snaps.snapshots().unwrap().len(),
-        4,
+        5,
         "prepare unpacked again"
     );
     // Whiteouts in overlayfs form: a 0/0 device and the opaque xattr's directory.
@@ -199,6 +216,8 @@ async fn layers_unpacked_while_fetching_match_unpacking_after_the_pull() {
     let wh = fs::symlink_metadata(streamed[2].join("big/random.bin")).unwrap();
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
     assert_eq!(fs::read(streamed[3].join("usr/bin/tool")).unwrap(), b"tool");
+    assert_eq!(fs::read(streamed[4].join("e/file3")).unwrap(), b"three");
+    assert_eq!(fs::read(streamed[4].join("fresh/f")).unwrap(), b"f");
     assert!(entries(&tmp.path().join("streamed/snapshots/tmp")).is_empty());
     assert!(entries(&tmp.path().join("streamed/tmp")).is_empty());
 

@@ -616,3 +616,47 @@ fn file_modes_survive_the_umask() {
         assert_eq!(meta.permissions().mode() & 0o7777, mode, "f{mode:o}");
     }
 }
+
+#[test]
+fn an_upper_unpacked_before_its_lowers_lists_what_it_took_to_be_absent() {
+    use executor::unpack::{lowers_lack, unpack_stream_before_lowers};
+    let tar = Layer::new()
+        .dir("listed/", 0o755)
+        .file("listed/f", b"f")
+        .file("x/y/z", b"z")
+        .whiteout("gone/.wh.old")
+        .tar();
+    let tmp = tempdir();
+    let upper = tmp.path().join("upper");
+    fs::create_dir(&upper).unwrap();
+    let stats = unpack_stream_before_lowers(
+        tar.as_slice(),
+        Compression::None,
+        &upper,
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    // The unlisted parents, and the directory of a whiteout this layer does not have.
+    assert_eq!(
+        stats.assumed_absent,
+        [b"x".to_vec(), b"x/y".to_vec(), b"gone".to_vec()]
+    );
+    assert_eq!(fs::read(upper.join("x/y/z")).unwrap(), b"z");
+
+    let lower = tmp.path().join("lower");
+    fs::create_dir_all(lower.join("elsewhere")).unwrap();
+    assert!(lowers_lack(
+        &stats.assumed_absent,
+        std::slice::from_ref(&lower)
+    ));
+    fs::create_dir_all(lower.join("x")).unwrap();
+    assert!(!lowers_lack(
+        &stats.assumed_absent,
+        std::slice::from_ref(&lower)
+    ));
+    // A lower that cannot be opened counts as having everything.
+    assert!(!lowers_lack(
+        &stats.assumed_absent,
+        &[tmp.path().join("missing")]
+    ));
+}

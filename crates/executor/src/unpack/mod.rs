@@ -138,6 +138,10 @@ pub struct UnpackStats {
     pub bytes: u64,
     /// Number of tar entries applied (including whiteouts).
     pub entries: u64,
+    /// Paths the unpack took to be absent from every lower layer because the lowers were
+    /// not there yet ([`unpack_stream_before_lowers`]); empty otherwise. The result holds
+    /// only if [`lowers_lack`] confirms it once they are.
+    pub assumed_absent: Vec<Vec<u8>>,
 }
 
 /// The compression of a layer blob.
@@ -221,7 +225,7 @@ pub fn unpack_layer_over(
         .rev()
         .map(|l| open_root(l))
         .collect::<Result<Vec<_>, _>>()?;
-    unpack_stream_with(file, compression, upper, lowers, opts)
+    unpack_stream_with(file, compression, upper, LowerView::Open(lowers), opts)
 }
 
 /// Unpacks a layer read from `reader` into the existing directory `dest`; see [`unpack_layer`].
@@ -231,7 +235,7 @@ pub fn unpack_stream<R: Read + Send>(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, UnpackError> {
-    unpack_stream_with(reader, compression, dest, Vec::new(), opts)
+    unpack_stream_with(reader, compression, dest, LowerView::Open(Vec::new()), opts)
 }
 
 /// Unpacks a layer read from `reader` into `upper` over the snapshot directories `lowers`
@@ -250,7 +254,57 @@ pub fn unpack_stream_over<R: Read + Send>(
         .rev()
         .map(|l| open_root(l))
         .collect::<Result<Vec<_>, _>>()?;
-    unpack_stream_with(reader, compression, upper, lowers, opts)
+    unpack_stream_with(reader, compression, upper, LowerView::Open(lowers), opts)
+}
+
+/// Unpacks a layer read from `reader` into `upper` like [`unpack_stream_over`], before
+/// the lower snapshots exist (they are being unpacked meanwhile, from their own
+/// downloads). Where the unpack would look into the lowers, it takes the path to be
+/// absent and records it in [`UnpackStats::assumed_absent`]: the upper is right only if
+/// [`lowers_lack`] all of them, else the caller unpacks the layer again over the lowers.
+/// Typical layers list their directories, and the list stays short.
+pub fn unpack_stream_before_lowers<R: Read + Send>(
+    reader: R,
+    compression: Compression,
+    upper: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
+    unpack_stream_with(reader, compression, upper, LowerView::Deferred, opts)
+}
+
+/// Whether none of the snapshot directories `lowers` has any of `paths` (as
+/// [`UnpackStats::assumed_absent`] lists them), by the same lookup the unpack makes. A
+/// lower that cannot be opened counts as having them all (the conservative answer).
+pub fn lowers_lack(paths: &[Vec<u8>], lowers: &[PathBuf]) -> bool {
+    let Ok(lowers) = lowers
+        .iter()
+        .map(|l| open_root(l))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return false;
+    };
+    !paths.iter().any(|path| present_in(&lowers, path))
+}
+
+/// Whether any of `lowers` has something at `path`. Conservative: an error other than
+/// "not there" counts as present. The lookup may follow a lower layer's symlinks (even
+/// out of it): that can only make it answer "present", which sends the layer through an
+/// overlay mount, never write anything.
+fn present_in(lowers: &[OwnedFd], path: &[u8]) -> bool {
+    lowers.iter().any(|lower| {
+        !matches!(
+            fstatat(lower, os(path), AtFlags::AT_SYMLINK_NOFOLLOW),
+            Err(Errno::ENOENT | Errno::ENOTDIR)
+        )
+    })
+}
+
+/// What an unpack over lower snapshots can see of them.
+enum LowerView {
+    /// Their roots, top first; none for a layer unpacked on its own.
+    Open(Vec<OwnedFd>),
+    /// There are lowers, not unpacked yet: lookups are recorded, answered "absent".
+    Deferred,
 }
 
 /// Decompressing and hashing the layer (the diff ID) run on a second thread, ahead of
@@ -261,7 +315,7 @@ fn unpack_stream_with<'r, R: Read + Send + 'r>(
     reader: R,
     compression: Compression,
     dest: &Path,
-    lowers: Vec<OwnedFd>,
+    lowers: LowerView,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, UnpackError> {
     let root = open_root(dest)?;
@@ -287,7 +341,10 @@ fn unpack_stream_with<'r, R: Read + Send + 'r>(
         };
         let mut archive = tar::Archive::new(stream);
         let mut unpacker = Unpacker::new(root, opts.path_walk);
-        unpacker.lowers = lowers;
+        match lowers {
+            LowerView::Open(lowers) => unpacker.lowers = lowers,
+            LowerView::Deferred => unpacker.deferred = true,
+        }
         let result = unpacker.apply_all(&mut archive, opts);
         let mut rest = archive.into_inner();
         let result = result.and_then(|entries| {
@@ -317,6 +374,7 @@ fn unpack_stream_with<'r, R: Read + Send + 'r>(
             diff_id,
             bytes: decoded.bytes,
             entries,
+            assumed_absent: unpacker.assumed_absent.into_inner(),
         })
     })
 }
@@ -473,6 +531,10 @@ pub(crate) struct Unpacker {
     /// Non-empty when unpacking straight into an overlayfs upper directory: the lower
     /// snapshot roots, top first (see [`unpack_layer_over`]).
     lowers: Vec<OwnedFd>,
+    /// Unpacking into an upper directory whose lowers are not there yet
+    /// ([`unpack_stream_before_lowers`]): lookups go to `assumed_absent`.
+    deferred: bool,
+    assumed_absent: std::cell::RefCell<Vec<Vec<u8>>>,
 }
 
 impl Unpacker {
@@ -488,6 +550,8 @@ impl Unpacker {
             buf: vec![0; BUF_SIZE],
             warned_devices: false,
             lowers: Vec::new(),
+            deferred: false,
+            assumed_absent: std::cell::RefCell::default(),
         }
     }
 
@@ -619,7 +683,7 @@ impl Unpacker {
             dir: parent_fd.as_fd(),
             name: os(name),
             entry: &name_for_errors,
-            over_lowers: !self.lowers.is_empty(),
+            over_lowers: self.over_lowers(),
         };
 
         match kind {
@@ -815,20 +879,23 @@ impl Unpacker {
         }
     }
 
+    /// Whether this is an overlayfs upper directory over lower snapshots.
+    fn over_lowers(&self) -> bool {
+        self.deferred || !self.lowers.is_empty()
+    }
+
     /// Whether any lower snapshot has something at `path` (always false when not unpacking
-    /// over lowers). Conservative: an error other than "not there" counts as present. The
-    /// lookup may follow a lower layer's symlinks (even out of it): that can only make it
-    /// answer "present", which sends the layer through an overlay mount, never write anything.
+    /// over lowers; see [`present_in`]). With the lowers not there yet, `path` is taken to
+    /// be absent and recorded, to be checked once they are.
     fn in_lowers(&self, path: &[u8]) -> bool {
         if path.is_empty() {
-            return !self.lowers.is_empty();
+            return self.over_lowers();
         }
-        self.lowers.iter().any(|lower| {
-            !matches!(
-                fstatat(lower, os(path), AtFlags::AT_SYMLINK_NOFOLLOW),
-                Err(Errno::ENOENT | Errno::ENOTDIR)
-            )
-        })
+        if self.deferred {
+            self.assumed_absent.borrow_mut().push(path.to_vec());
+            return false;
+        }
+        present_in(&self.lowers, path)
     }
 
     /// Parent of a whiteout missing from this layer's tree: nothing to hide if no lower layer
@@ -873,13 +940,13 @@ impl Unpacker {
             self.walk,
         ) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT | Errno::ENOTDIR) if !self.lowers.is_empty() => {
+            Err(Errno::ENOENT | Errno::ENOTDIR) if self.over_lowers() => {
                 return self.missing_whiteout_parent(parent, entry);
             }
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
             Err(e) => return Err(apply_err(entry, "open whiteout directory", e)),
         };
-        if !self.lowers.is_empty() {
+        if self.over_lowers() {
             // What overlayfs writes for a deleted lower entry: a 0/0 character device.
             return match mknodat(&dir, os(target), SFlag::S_IFCHR, Mode::empty(), 0) {
                 Ok(()) => Ok(()),
@@ -905,13 +972,13 @@ impl Unpacker {
             self.walk,
         ) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT | Errno::ENOTDIR) if !self.lowers.is_empty() => {
+            Err(Errno::ENOENT | Errno::ENOTDIR) if self.over_lowers() => {
                 return self.missing_whiteout_parent(dir_path, entry);
             }
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
             Err(e) => return Err(apply_err(entry, "open opaque directory", e)),
         };
-        if !self.lowers.is_empty() {
+        if self.over_lowers() {
             // Hides every lower layer's content of the directory, at any depth, while what
             // this layer put there stays: the same as clearing the untouched entries below.
             crate::sys::fsetxattr(dir.as_fd(), c"trusted.overlay.opaque", b"y")
