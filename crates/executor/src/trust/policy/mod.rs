@@ -6,13 +6,22 @@
 //! parent directories), then the transport's `""` entry, then `default`. The parser is
 //! as strict as podman's: an unknown field, requirement type or transport is an error
 //! naming it and the file, because a typo in a trust policy must not silently accept.
-//! This module is pure data: reading keys and signatures is [`super`]'s.
+//! This module is pure data: reading keys and signatures is [`super`]'s. Parsing one
+//! requirement is in `requirement.rs`, scopes in `scope.rs`, reference names in
+//! `name.rs`.
 
-use crate::reference::{ImageSource, LayoutTarget};
-use oci_spec::distribution::Reference;
+use crate::reference::ImageSource;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+mod name;
+mod requirement;
+mod scope;
+
+pub use name::{DockerName, image_name, parse_docker_reference};
+use requirement::requirements;
+use scope::{check_scope, docker_scopes, oci_scopes};
 
 /// Errors in a policy file.
 #[derive(Debug, thiserror::Error)]
@@ -132,58 +141,6 @@ struct PolicyFile {
     transports: BTreeMap<String, BTreeMap<String, Vec<serde_json::Value>>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SigstoreFields {
-    key_path: Option<PathBuf>,
-    key_paths: Option<Vec<PathBuf>>,
-    key_data: Option<String>,
-    key_datas: Option<Vec<String>>,
-    fulcio: Option<serde_json::Value>,
-    pki: Option<serde_json::Value>,
-    rekor_public_key_path: Option<PathBuf>,
-    rekor_public_key_paths: Option<Vec<PathBuf>>,
-    rekor_public_key_data: Option<String>,
-    rekor_public_key_datas: Option<Vec<String>>,
-    signed_identity: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SignedByFields {
-    key_type: String,
-    key_path: Option<PathBuf>,
-    key_paths: Option<Vec<PathBuf>>,
-    key_data: Option<String>,
-    signed_identity: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoFields {}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReferenceField {
-    #[serde(rename = "dockerReference")]
-    docker_reference: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RepositoryField {
-    #[serde(rename = "dockerRepository")]
-    docker_repository: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RemapFields {
-    prefix: String,
-    #[serde(rename = "signedPrefix")]
-    signed_prefix: String,
-}
-
 impl Policy {
     /// Reads and checks a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
@@ -249,315 +206,6 @@ impl Policy {
             .find_map(|scope| scopes.get(scope))
             .map_or(&self.default, Vec::as_slice)
     }
-}
-
-/// Parses a list of requirements; errors name `place` and the requirement's index.
-fn requirements(list: &[serde_json::Value], place: &str) -> Result<Vec<Requirement>, String> {
-    list.iter()
-        .enumerate()
-        .map(|(i, value)| requirement(value).map_err(|e| format!("{place}[{i}]: {e}")))
-        .collect()
-}
-
-/// Splits `{"type": T, ...}` into T and the other fields.
-fn typed(value: &serde_json::Value) -> Result<(String, serde_json::Value), String> {
-    let mut object = value
-        .as_object()
-        .cloned()
-        .ok_or_else(|| "not an object".to_owned())?;
-    let kind = match object.remove("type") {
-        Some(serde_json::Value::String(kind)) => kind,
-        Some(_) => return Err("\"type\" is not a string".into()),
-        None => return Err("missing field `type`".into()),
-    };
-    Ok((kind, serde_json::Value::Object(object)))
-}
-
-fn fields<T: serde::de::DeserializeOwned>(
-    kind: &str,
-    rest: serde_json::Value,
-) -> Result<T, String> {
-    serde_json::from_value(rest).map_err(|e| format!("{kind}: {e}"))
-}
-
-fn requirement(value: &serde_json::Value) -> Result<Requirement, String> {
-    let (kind, rest) = typed(value)?;
-    match kind.as_str() {
-        "insecureAcceptAnything" => {
-            fields::<NoFields>(&kind, rest)?;
-            Ok(Requirement::InsecureAcceptAnything)
-        }
-        "reject" => {
-            fields::<NoFields>(&kind, rest)?;
-            Ok(Requirement::Reject)
-        }
-        "signedBy" => {
-            let f: SignedByFields = fields(&kind, rest)?;
-            let sources = usize::from(f.key_path.is_some())
-                + usize::from(f.key_paths.is_some())
-                + usize::from(f.key_data.is_some());
-            if sources != 1 {
-                return Err(
-                    "signedBy: exactly one of keyPath, keyPaths and keyData is needed".into(),
-                );
-            }
-            if f.key_type != "GPGKeys" {
-                return Err(format!("signedBy: unknown keyType {:?}", f.key_type));
-            }
-            if let Some(identity) = &f.signed_identity {
-                signed_identity(identity)?;
-            }
-            Ok(Requirement::SignedBy)
-        }
-        "sigstoreSigned" => sigstore(fields(&kind, rest)?),
-        other => Err(format!("unknown requirement type {other:?}")),
-    }
-}
-
-fn sigstore(f: SigstoreFields) -> Result<Requirement, String> {
-    if f.fulcio.is_some() || f.pki.is_some() {
-        return Err(
-            "sigstoreSigned: fulcio and pki (keyless) are not supported; use keyPath, keyPaths or keyData"
-                .into(),
-        );
-    }
-    if f.rekor_public_key_path.is_some()
-        || f.rekor_public_key_paths.is_some()
-        || f.rekor_public_key_data.is_some()
-        || f.rekor_public_key_datas.is_some()
-    {
-        return Err(
-            "sigstoreSigned: rekorPublicKey* (transparency log proofs) are not supported".into(),
-        );
-    }
-    let decode = |data: &str| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(data.trim())
-            .map_err(|e| format!("sigstoreSigned: keyData is not base64: {e}"))
-    };
-    let mut keys = Vec::new();
-    let mut given = 0;
-    if let Some(path) = f.key_path {
-        given += 1;
-        keys.push(KeySource::Path(path));
-    }
-    if let Some(paths) = f.key_paths {
-        given += 1;
-        if paths.is_empty() {
-            return Err("sigstoreSigned: keyPaths is empty".into());
-        }
-        keys.extend(paths.into_iter().map(KeySource::Path));
-    }
-    if let Some(data) = f.key_data {
-        given += 1;
-        keys.push(KeySource::Data(decode(&data)?));
-    }
-    if let Some(datas) = f.key_datas {
-        given += 1;
-        if datas.is_empty() {
-            return Err("sigstoreSigned: keyDatas is empty".into());
-        }
-        for data in datas {
-            keys.push(KeySource::Data(decode(&data)?));
-        }
-    }
-    if given != 1 {
-        return Err(
-            "sigstoreSigned: exactly one of keyPath, keyPaths, keyData and keyDatas is needed"
-                .into(),
-        );
-    }
-    let identity = match &f.signed_identity {
-        Some(value) => signed_identity(value)?,
-        None => SignedIdentity::MatchRepoDigestOrExact,
-    };
-    Ok(Requirement::SigstoreSigned { keys, identity })
-}
-
-fn signed_identity(value: &serde_json::Value) -> Result<SignedIdentity, String> {
-    let (kind, rest) = typed(value).map_err(|e| format!("signedIdentity: {e}"))?;
-    let place = format!("signedIdentity {kind}");
-    Ok(match kind.as_str() {
-        "matchRepoDigestOrExact" => {
-            fields::<NoFields>(&place, rest)?;
-            SignedIdentity::MatchRepoDigestOrExact
-        }
-        "matchExact" => {
-            fields::<NoFields>(&place, rest)?;
-            SignedIdentity::MatchExact
-        }
-        "matchRepository" => {
-            fields::<NoFields>(&place, rest)?;
-            SignedIdentity::MatchRepository
-        }
-        "exactReference" => {
-            let f: ReferenceField = fields(&place, rest)?;
-            let parsed =
-                parse_docker_reference(&f.docker_reference).map_err(|e| format!("{place}: {e}"))?;
-            if !explicitly_tagged_or_digested(&f.docker_reference) {
-                return Err(format!(
-                    "{place}: {:?} needs a tag or digest",
-                    f.docker_reference
-                ));
-            }
-            SignedIdentity::ExactReference(parsed.whole())
-        }
-        "exactRepository" => {
-            let f: RepositoryField = fields(&place, rest)?;
-            let parsed = parse_docker_reference(&f.docker_repository)
-                .map_err(|e| format!("{place}: {e}"))?;
-            SignedIdentity::ExactRepository(parsed.repository)
-        }
-        "remapIdentity" => {
-            let f: RemapFields = fields(&place, rest)?;
-            for prefix in [&f.prefix, &f.signed_prefix] {
-                check_docker_scope(prefix).map_err(|e| format!("{place}: {e}"))?;
-            }
-            SignedIdentity::RemapIdentity {
-                prefix: f.prefix,
-                signed_prefix: f.signed_prefix,
-            }
-        }
-        other => return Err(format!("unknown signedIdentity type {other:?}")),
-    })
-}
-
-/// A docker reference split the way identity rules compare it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DockerName {
-    /// `host/path`, normalized (`docker.io/library/busybox`).
-    pub repository: String,
-    /// `:tag` or `@digest`, when the text named one.
-    pub suffix: Option<String>,
-}
-
-impl DockerName {
-    /// The whole reference: repository and suffix.
-    pub fn whole(&self) -> String {
-        format!(
-            "{}{}",
-            self.repository,
-            self.suffix.as_deref().unwrap_or("")
-        )
-    }
-}
-
-/// Parses a reference the way podman normalizes it, keeping whether it named a tag or
-/// digest (`busybox` is `docker.io/library/busybox`, with no suffix).
-pub fn parse_docker_reference(text: &str) -> Result<DockerName, String> {
-    let parsed = match ImageSource::parse(text) {
-        Ok(ImageSource::Registry(reference)) => reference,
-        Ok(ImageSource::Layout { .. }) => {
-            return Err(format!("{text:?} is not a docker reference"));
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    let repository = format!("{}/{}", parsed.registry(), parsed.repository());
-    let suffix = if !explicitly_tagged_or_digested(text) {
-        None
-    } else if let Some(digest) = parsed.digest() {
-        Some(format!("@{digest}"))
-    } else {
-        parsed.tag().map(|tag| format!(":{tag}"))
-    };
-    Ok(DockerName { repository, suffix })
-}
-
-/// Whether reference text names a tag or digest itself (not the implied `:latest`).
-fn explicitly_tagged_or_digested(text: &str) -> bool {
-    text.contains('@')
-        || text
-            .rsplit('/')
-            .next()
-            .is_some_and(|last| last.contains(':'))
-}
-
-/// The name of a pulled registry image as the identity rules see it.
-pub fn image_name(reference: &Reference) -> DockerName {
-    let repository = format!("{}/{}", reference.registry(), reference.repository());
-    let suffix = match (reference.digest(), reference.tag()) {
-        (Some(digest), _) => Some(format!("@{digest}")),
-        (None, Some(tag)) => Some(format!(":{tag}")),
-        (None, None) => None,
-    };
-    DockerName { repository, suffix }
-}
-
-/// Scopes of a registry image, most specific first: `host/repo:tag` (or `@digest`),
-/// `host/repo`, its namespaces, `host`, then `*.domain` wildcards of the host.
-fn docker_scopes(reference: &Reference) -> Vec<String> {
-    let name = image_name(reference);
-    let mut scopes = vec![name.whole()];
-    let mut repository = name.repository.as_str();
-    scopes.push(repository.to_owned());
-    while let Some((parent, _)) = repository.rsplit_once('/') {
-        scopes.push(parent.to_owned());
-        repository = parent;
-    }
-    // The host without a port, then its parent domains: `a.b.c` gives `*.b.c`, `*.c`.
-    let host = reference.registry().split(':').next().unwrap_or_default();
-    let mut rest = host;
-    while let Some((_, parent)) = rest.split_once('.') {
-        scopes.push(format!("*.{parent}"));
-        rest = parent;
-    }
-    scopes
-}
-
-/// Scopes of a layout image: `DIR:TAG`, `DIR`, then each parent directory.
-fn oci_scopes(path: &Path, target: &LayoutTarget) -> Vec<String> {
-    let dir = path.display().to_string();
-    let mut scopes = Vec::new();
-    if let LayoutTarget::Tag(tag) = target {
-        scopes.push(format!("{dir}:{tag}"));
-    }
-    scopes.extend(path.ancestors().map(|p| p.display().to_string()));
-    scopes.retain(|s| !s.is_empty());
-    scopes
-}
-
-fn check_scope(transport: &str, scope: &str) -> Result<(), String> {
-    match transport {
-        _ if scope.is_empty() => Ok(()),
-        "docker" => check_docker_scope(scope),
-        "oci" => {
-            if scope.starts_with('/') {
-                Ok(())
-            } else {
-                Err("an oci scope is an absolute directory, optionally with :TAG".into())
-            }
-        }
-        _ => Ok(()),
-    }
-}
-
-/// A docker scope: `*.domain`, or a host, namespace, repository or reference.
-fn check_docker_scope(scope: &str) -> Result<(), String> {
-    if let Some(domain) = scope.strip_prefix("*.") {
-        if domain.is_empty() || domain.contains(['/', '*', ':']) {
-            return Err(format!(
-                "{scope:?} is not a valid wildcard (use *.example.com)"
-            ));
-        }
-        return Ok(());
-    }
-    if scope.contains('*') || scope.starts_with('/') || scope.ends_with('/') || scope.contains("//")
-    {
-        return Err(format!("{scope:?} is not a valid scope"));
-    }
-    // A bare host is a valid scope; anything longer must parse as a reference with an
-    // explicit host, since a scope is never normalized (`busybox` would mean nothing).
-    let host = scope.split('/').next().unwrap_or_default();
-    if !(host.contains('.') || host.contains(':') || host == "localhost") {
-        return Err(format!(
-            "{scope:?} does not start with a registry host (as docker.io/library/busybox)"
-        ));
-    }
-    if scope.contains('/') {
-        parse_docker_reference(scope)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -734,19 +382,6 @@ mod tests {
                 prefix: "mirror.local/hub".into(),
                 signed_prefix: "docker.io/library".into()
             }
-        );
-    }
-
-    #[test]
-    fn docker_references_normalize_and_keep_their_suffix() {
-        let name = parse_docker_reference("busybox").unwrap();
-        assert_eq!(name.repository, "docker.io/library/busybox");
-        assert_eq!(name.suffix, None);
-        let name = parse_docker_reference("127.0.0.1:5000/t/img:v1").unwrap();
-        assert_eq!(name.whole(), "127.0.0.1:5000/t/img:v1");
-        assert_eq!(
-            image_name(image("127.0.0.1:5000/t/img").registry_reference().unwrap()).whole(),
-            "127.0.0.1:5000/t/img:latest"
         );
     }
 }
