@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod capabilities;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod network;
 pub mod pack;
 pub mod proxy;

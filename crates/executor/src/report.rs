@@ -50,6 +50,29 @@ pub enum ReportError {
     /// A runner SDK reporter (the Kubernetes Secret) failed.
     #[error("cannot report outcome")]
     Sdk(#[from] runner::ReportError),
+    /// The directory of a `file:PATH` reporter's file does not exist: found before the
+    /// run, not after it.
+    #[error("status reporter file:{}: directory {} does not exist", .path.display(), .dir.display())]
+    MissingStatusDir {
+        /// The status file.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// The Kubernetes Secret reporter names its Secret after the context, which is missing.
+    #[error("the k8s-secret status reporter needs the runner context (--context)")]
+    NeedsContext,
+    /// The kubeconfig for the Kubernetes Secret reporter cannot be read or used.
+    #[error("invalid kubeconfig {}", .path.display())]
+    Kubeconfig {
+        /// The kubeconfig file.
+        path: PathBuf,
+        /// kube's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No Kubernetes client could be made (no kubeconfig, no in-cluster configuration).
+    #[error("cannot create the Kubernetes client")]
+    KubeClient(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What happened in a run, as reported to the engine.
@@ -207,6 +230,64 @@ impl std::fmt::Debug for Reporter {
 }
 
 impl Reporter {
+    /// The reporter `kind` names, ready to report: a `file:PATH` reporter's directory
+    /// must exist; the Kubernetes Secret reporter needs the runner `context` (it names
+    /// the Secret) and talks to the API server of `kubeconfig` if given, else of the usual
+    /// inference (`KUBECONFIG`, `~/.kube/config`, in-cluster).
+    pub async fn build(
+        kind: ReporterKind,
+        context: Option<runner_contract::Context>,
+        kubeconfig: Option<&Path>,
+    ) -> Result<Reporter, ReportError> {
+        use runner::k8s_secret::K8sSecretReporter;
+        Ok(match kind {
+            ReporterKind::None => Reporter::None,
+            ReporterKind::Stdout => Reporter::Stdout,
+            ReporterKind::File(path) => {
+                let dir = match path.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() => dir,
+                    _ => Path::new("."),
+                };
+                if !dir.is_dir() {
+                    return Err(ReportError::MissingStatusDir {
+                        dir: dir.to_owned(),
+                        path,
+                    });
+                }
+                Reporter::File(path)
+            }
+            ReporterKind::K8sSecret => {
+                let context = context.ok_or(ReportError::NeedsContext)?;
+                let reporter = match kubeconfig {
+                    Some(path) => {
+                        let invalid = |source: Box<dyn std::error::Error + Send + Sync>| {
+                            ReportError::Kubeconfig {
+                                path: path.to_owned(),
+                                source,
+                            }
+                        };
+                        let config = kube::config::Kubeconfig::read_from(path)
+                            .map_err(|e| invalid(Box::new(e)))?;
+                        let config =
+                            kube::Config::from_custom_kubeconfig(config, &Default::default())
+                                .await
+                                .map_err(|e| invalid(Box::new(e)))?;
+                        let client = kube::Client::try_from(config)
+                            .map_err(|e| ReportError::KubeClient(Box::new(e)))?;
+                        K8sSecretReporter::new(client)
+                    }
+                    None => K8sSecretReporter::try_default()
+                        .await
+                        .map_err(|e| ReportError::KubeClient(Box::new(e)))?,
+                };
+                Reporter::Sdk {
+                    reporter: Box::new(reporter),
+                    context,
+                }
+            }
+        })
+    }
+
     /// Reports `outcome`.
     pub async fn report(&self, outcome: &Outcome) -> Result<(), ReportError> {
         match self {

@@ -1,8 +1,6 @@
 //! `executor gc`: clean what interrupted runs left behind.
 
 use super::GlobalArgs;
-use anyhow::Context as _;
-use executor::runs::Runs;
 use std::process::ExitCode;
 
 /// Flags of `executor gc`.
@@ -14,19 +12,7 @@ pub struct Args {}
 /// killed pulls and unpacks left in the store and snapshot cache. Live runs and
 /// live pulls are left alone. Fails when some run could not be cleaned (a later gc retries it).
 pub fn run(global: &GlobalArgs, _args: Args) -> anyhow::Result<ExitCode> {
-    let runs = Runs::open(&global.root)
-        .with_context(|| format!("while opening runs under {}", global.root.display()))?;
-    let report = super::block_on(runs.gc())?;
-    // Opening the content store and the snapshot cache removes what killed pulls and
-    // unpacks left there (temp files and directories, their mounts).
-    executor::store::Store::open(&global.root)
-        .with_context(|| format!("while cleaning the store under {}", global.root.display()))?;
-    executor::snapshot::Snapshotter::new(global.root.join("snapshots")).with_context(|| {
-        format!(
-            "while cleaning the snapshots under {}",
-            global.root.display()
-        )
-    })?;
+    let report = super::block_on(executor::gc::collect(&global.root))??;
     for id in &report.removed {
         println!("removed {id}");
     }

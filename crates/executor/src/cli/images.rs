@@ -2,10 +2,9 @@
 
 use super::GlobalArgs;
 use anyhow::Context;
+use executor::gc::SnapshotsPruned;
 use executor::reference::ImageSource;
-use executor::snapshot::{Snapshotter, chain_ids, layer_blobs, mounted_lowers};
-use executor::store::{Store, StoreError};
-use std::collections::HashSet;
+use executor::store::Store;
 use std::process::ExitCode;
 
 /// Output format of `executor images`.
@@ -103,58 +102,28 @@ pub fn rmi(global: &GlobalArgs, args: RmiArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `executor prune`: deletes blobs no image reference needs, then snapshots that no
-/// stored image and no mounted root file system (a live run, a bundle) stacks.
+/// stored image and no mounted root file system (a live run, a bundle) stacks (the
+/// policy is [`executor::gc::prune`]'s).
 pub fn prune(global: &GlobalArgs, _args: PruneArgs) -> anyhow::Result<ExitCode> {
-    let store = open(global)?;
-    let report = super::block_on(store.prune())??;
+    let report = super::block_on(executor::gc::prune(&global.root))??;
     println!(
         "removed {} blobs, freed {}",
-        report.blobs_removed,
-        human_size(report.bytes_freed)
+        report.blobs.blobs_removed,
+        human_size(report.blobs.bytes_freed)
     );
-    let snapshots_dir = global.root.join("snapshots");
-    if !snapshots_dir.is_dir() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut keep = HashSet::new();
-    for record in store.images()? {
-        let config = match store.read_config(&record) {
-            Ok(config) => config,
-            // An image whose config is gone cannot be unpacked again: nothing to keep.
-            Err(StoreError::MissingBlob { .. }) => continue,
-            Err(e) => {
-                return Err(e).with_context(|| format!("while reading image {}", record.reference));
-            }
-        };
-        let layers = layer_blobs(&config, &record.layers, |d| store.blob_path(d))
-            .with_context(|| format!("image {}", record.reference))?;
-        keep.extend(chain_ids(layers.iter().map(|l| &l.diff_id)));
-    }
-    let mounted = mounted_lowers()?;
-    if let Some(mount) = mounted.unmapped.first() {
-        tracing::warn!(
-            mount = %mount.display(),
-            "an overlay names its layers by file descriptor: no snapshot pruned"
-        );
-        println!(
+    match report.snapshots {
+        SnapshotsPruned::None => {}
+        SnapshotsPruned::KeptAll { mount } => println!(
             "kept all snapshots: the overlay at {} may use them",
             mount.display()
-        );
-        return Ok(ExitCode::SUCCESS);
+        ),
+        SnapshotsPruned::Removed {
+            removed,
+            only_mounted,
+        } => println!(
+            "removed {removed} snapshots ({only_mounted} kept only for mounted root file systems)"
+        ),
     }
-    let snapshots = Snapshotter::new(&snapshots_dir).with_context(|| {
-        format!(
-            "while opening the snapshots under {}",
-            global.root.display()
-        )
-    })?;
-    let in_use = snapshots.chains_in(&mounted.dirs);
-    let only_mounted = in_use.difference(&keep).count();
-    keep.extend(in_use);
-    let removed = snapshots.prune(&keep)?;
-    println!(
-        "removed {removed} snapshots ({only_mounted} kept only for mounted root file systems)"
-    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -146,7 +146,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let root = global.root.clone();
     let result = super::block_on(async move {
-        opts.reporter = reporter(reporter_kind, context, kubeconfig.as_deref()).await?;
+        opts.reporter = Reporter::build(reporter_kind, context, kubeconfig.as_deref()).await?;
         let stop = lifecycle::Stop::new();
         lifecycle::forward_termination_signals(&stop)
             .context("while installing signal handlers")?;
@@ -162,59 +162,6 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(
         u8::try_from(result.exit_code & 0xff).expect("masked to one byte"),
     ))
-}
-
-/// The reporter the flags chose. The Kubernetes Secret reporter talks to the API
-/// server of `--kubeconfig` if given, else of the usual inference (`KUBECONFIG`,
-/// `~/.kube/config`, in-cluster), and needs the context (it names the Secret).
-async fn reporter(
-    kind: ReporterKind,
-    context: Option<Context>,
-    kubeconfig: Option<&std::path::Path>,
-) -> anyhow::Result<Reporter> {
-    use runner::k8s_secret::K8sSecretReporter;
-    Ok(match kind {
-        ReporterKind::None => Reporter::None,
-        ReporterKind::Stdout => Reporter::Stdout,
-        ReporterKind::File(path) => {
-            // Checked before the runner runs: a status that cannot be written after a
-            // long run is a failure found too late.
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => std::path::Path::new("."),
-            };
-            if !dir.is_dir() {
-                anyhow::bail!(
-                    "--status-reporter file:{}: directory {} does not exist",
-                    path.display(),
-                    dir.display()
-                );
-            }
-            Reporter::File(path)
-        }
-        ReporterKind::K8sSecret => {
-            let context = context.context("--status-reporter k8s-secret needs --context")?;
-            let reporter = match kubeconfig {
-                Some(path) => {
-                    let config = kube::config::Kubeconfig::read_from(path)
-                        .with_context(|| format!("while reading kubeconfig {}", path.display()))?;
-                    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
-                        .await
-                        .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
-                    let client = kube::Client::try_from(config)
-                        .context("while creating the Kubernetes client")?;
-                    K8sSecretReporter::new(client)
-                }
-                None => K8sSecretReporter::try_default()
-                    .await
-                    .context("while creating the Kubernetes client")?,
-            };
-            Reporter::Sdk {
-                reporter: Box::new(reporter),
-                context,
-            }
-        }
-    })
 }
 
 /// The pull + snapshot + bundle stages for `image`, from the flags.
