@@ -362,7 +362,7 @@ async fn unreachable_registry_fails_fast() {
     let addr = format!("127.0.0.1:{port}");
     let (_root, store) = empty_store();
     let mut opts = PullOptions {
-        progress: false,
+        progress: None,
         ..PullOptions::default()
     };
     opts.registry.insecure_registries = vec![addr.clone()];
@@ -379,7 +379,7 @@ async fn plain_http_only_when_asked() {
     let registry = Registry::start().unwrap();
     let (_root, store) = empty_store();
     let opts = PullOptions {
-        progress: false,
+        progress: None,
         retries: 0,
         ..PullOptions::default()
     };
@@ -439,7 +439,7 @@ async fn pulls_from_an_oci_layout() {
     let v2 = busybox_image(layout.path(), "v2", Compression::Zstd);
     let (_root, store) = empty_store();
     let opts = PullOptions {
-        progress: false,
+        progress: None,
         ..PullOptions::default()
     };
     let dir = layout.path().display();
@@ -496,7 +496,7 @@ async fn layout_with_a_corrupt_blob_is_refused() {
     std::fs::write(&blob, data).unwrap();
     let (root, store) = empty_store();
     let opts = PullOptions {
-        progress: false,
+        progress: None,
         ..PullOptions::default()
     };
     let err = pull_error(
@@ -589,7 +589,7 @@ async fn https_registry_with_an_extra_ca() {
     let (_root, store) = empty_store();
     let reference = source(&format!("{}/tls/app:v1", registry.addr()));
     let mut opts = PullOptions {
-        progress: false,
+        progress: None,
         retries: 0,
         ..PullOptions::default()
     };

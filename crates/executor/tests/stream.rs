@@ -143,7 +143,7 @@ fn source(layout: &Path) -> ImageSource {
 
 fn options() -> PullOptions {
     PullOptions {
-        progress: false,
+        progress: None,
         ..PullOptions::default()
     }
 }

@@ -19,7 +19,7 @@ pub fn pull_options(addr: &str) -> PullOptions {
         },
         initial_backoff: Duration::from_millis(50),
         retries: 2,
-        progress: false,
+        progress: None,
         ..PullOptions::default()
     }
 }

@@ -8,6 +8,7 @@ mod bundle;
 mod gc;
 mod images;
 mod pack;
+mod progress;
 mod pull;
 mod run;
 mod runtime;

@@ -80,6 +80,7 @@ impl RegistryArgs {
             },
             max_concurrent_downloads: usize::from(self.max_concurrent_downloads),
             policy: policy.map(Arc::new),
+            progress: super::progress::bars(),
             ..PullOptions::default()
         })
     }

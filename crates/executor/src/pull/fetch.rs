@@ -1,11 +1,11 @@
 //! Fetching blobs: each into the content store through its writer, with retries and
-//! resumes (`Range`), stall detection, and a progress bar per blob on a terminal.
+//! resumes (`Range`), stall detection, and progress told to the observer, if any.
 
+use super::progress::BlobProgress;
 use super::{PullError, Puller};
 use crate::source::SourceError;
 use crate::store::{BlobWriter, StoreError, VerifiedBlob};
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use oci_spec::image::Descriptor;
 use std::time::Duration;
 
@@ -90,12 +90,12 @@ impl Puller<'_> {
     ) -> Result<(VerifiedBlob, bool), PullError> {
         let digest = descriptor.digest();
         let size = descriptor.size();
-        let bar = self.progress_bar(descriptor);
+        let bar = self.opts.progress.as_ref().map(|p| p.started(digest, size));
         let mut restarted = false;
         let mut attempt = 0;
         let verified = loop {
             let transferred = self
-                .transfer(descriptor, &mut writer, bar.as_ref(), &mut restarted)
+                .transfer(descriptor, &mut writer, bar.as_deref(), &mut restarted)
                 .await;
             let failure = match transferred {
                 Ok(()) => match writer.verify().await {
@@ -150,7 +150,7 @@ impl Puller<'_> {
             }
         };
         if let Some(bar) = bar {
-            bar.finish();
+            bar.done();
         }
         // Per blob, so debug: the default text log has one line per stage.
         tracing::debug!(image = %self.reference, blob = %digest, size, "fetched blob");
@@ -162,7 +162,7 @@ impl Puller<'_> {
         &self,
         descriptor: &Descriptor,
         writer: &mut BlobWriter,
-        bar: Option<&ProgressBar>,
+        bar: Option<&dyn BlobProgress>,
         restarted: &mut bool,
     ) -> Result<(), Failure> {
         let offset = writer.written();
@@ -185,7 +185,7 @@ impl Puller<'_> {
                 .map_err(Failure::Store)?;
         }
         if let Some(bar) = bar {
-            bar.set_position(writer.written());
+            bar.at(writer.written());
         }
         loop {
             let next = tokio::time::timeout(self.opts.stall_timeout, stream.next())
@@ -209,7 +209,7 @@ impl Puller<'_> {
                 Some(Ok(chunk)) => {
                     writer.write(chunk).await.map_err(Failure::Store)?;
                     if let Some(bar) = bar {
-                        bar.set_position(writer.written());
+                        bar.at(writer.written());
                     }
                 }
                 // Every byte is here and only the framing broke (a `Content-Length` that
@@ -218,20 +218,6 @@ impl Puller<'_> {
                 Some(Err(e)) => return Err(Failure::Source(e)),
             }
         }
-    }
-
-    fn progress_bar(&self, descriptor: &Descriptor) -> Option<ProgressBar> {
-        let multi = self.progress.as_ref()?;
-        let bar = multi.add(ProgressBar::new(descriptor.size()));
-        let style = ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .map(|s| s.progress_chars("=> "))
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-        bar.set_style(style);
-        let hex = descriptor.digest().digest();
-        bar.set_prefix(hex.get(..12).unwrap_or(hex).to_owned());
-        Some(bar)
     }
 }
 

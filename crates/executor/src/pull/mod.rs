@@ -43,14 +43,15 @@ use crate::store::{ImageRecord, Store, StoreError};
 use crate::trust::{self, TrustError, policy::Policy};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use indicatif::MultiProgress;
 use oci_spec::image::{Digest, ImageConfiguration, ImageManifest, MediaType};
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod fetch;
+mod progress;
 mod stream;
+
+pub use progress::{BlobProgress, PullProgress};
 
 /// Errors from pulling an image.
 #[derive(Debug, thiserror::Error)]
@@ -131,8 +132,9 @@ pub struct PullOptions {
     pub initial_backoff: Duration,
     /// A transfer that delivers no byte for this long is abandoned (and retried).
     pub stall_timeout: Duration,
-    /// Show a progress bar per blob when stderr is a terminal.
-    pub progress: bool,
+    /// Told about every blob transfer, to draw progress (the CLI draws bars on a
+    /// terminal); `None`: nothing is told.
+    pub progress: Option<Arc<dyn PullProgress>>,
     /// The signature policy to apply; `None`: accept any image (no policy file).
     pub policy: Option<Arc<Policy>>,
 }
@@ -146,7 +148,7 @@ impl Default for PullOptions {
             retries: 5,
             initial_backoff: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(60),
-            progress: true,
+            progress: None,
             policy: None,
         }
     }
@@ -202,7 +204,6 @@ async fn pull_into(
         source,
         reference,
         opts,
-        progress: (opts.progress && std::io::stderr().is_terminal()).then(MultiProgress::new),
     }
     .run()
     .await
@@ -216,7 +217,6 @@ struct Puller<'a> {
     source: &'a ImageSource,
     reference: String,
     opts: &'a PullOptions,
-    progress: Option<MultiProgress>,
 }
 
 impl Puller<'_> {
