@@ -23,8 +23,40 @@ pub const EXIT_TIMED_OUT: i32 = crate::error::TIMED_OUT as i32;
 /// Exit code of `executor run` when the executor itself failed (podman's convention).
 pub const EXIT_EXECUTOR_FAILED: i32 = crate::error::EXECUTOR_FAILED as i32;
 
-/// An error from preparing a bundle, whatever the preparing stage is.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// Why a bundle could not be prepared: the runner did not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrepareError {
+    /// Pulling the image failed (its signature refused included).
+    #[error(transparent)]
+    Pull(Box<crate::pull::PullError>),
+    /// The signature policy does not accept the stored image.
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
+    /// `--pull never`, and the image is not in the store.
+    #[error("image {0} is not in the store and --pull is never")]
+    NotStored(String),
+    /// Reading the image record or its config from the content store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Unpacking or mounting the layers failed.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// Writing the bundle failed.
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+    /// A bundle given as is (`--bundle DIR`) cannot be used.
+    #[error("bundle {}: {reason}", .path.display())]
+    BadBundle {
+        /// The bundle directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The blocking task that unpacks and mounts did not finish.
+    #[error("the task preparing the bundle failed")]
+    Task(#[from] tokio::task::JoinError),
+}
 
 /// Why a run failed in the executor (not in the runner).
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +67,7 @@ pub enum RunError {
     Runs(#[from] RunsError),
     /// Pulling the image or preparing the bundle failed.
     #[error("cannot prepare bundle")]
-    Prepare(#[source] BoxError),
+    Prepare(#[source] PrepareError),
     /// The signature policy does not accept the image (or cannot be applied): nothing
     /// of the image was unpacked.
     #[error(transparent)]
@@ -89,7 +121,7 @@ pub struct PreparedBundle {
 #[async_trait]
 pub trait Prepare: Send + Sync {
     /// Prepares the bundle for `run`.
-    async fn prepare(&self, run: &RunDir) -> Result<PreparedBundle, BoxError>;
+    async fn prepare(&self, run: &RunDir) -> Result<PreparedBundle, PrepareError>;
 }
 
 /// A bundle directory given as is (`executor run --bundle DIR`), for debugging
@@ -101,10 +133,16 @@ pub struct ExistingBundle(pub PathBuf);
 
 #[async_trait]
 impl Prepare for ExistingBundle {
-    async fn prepare(&self, _run: &RunDir) -> Result<PreparedBundle, BoxError> {
-        let bundle = std::path::absolute(&self.0)?;
+    async fn prepare(&self, _run: &RunDir) -> Result<PreparedBundle, PrepareError> {
+        let bundle = std::path::absolute(&self.0).map_err(|e| PrepareError::BadBundle {
+            path: self.0.clone(),
+            reason: e.to_string(),
+        })?;
         if !bundle.join("config.json").is_file() {
-            return Err(format!("bundle {} has no config.json", bundle.display()).into());
+            return Err(PrepareError::BadBundle {
+                path: bundle,
+                reason: "no config.json".into(),
+            });
         }
         let out = bundle.join("out");
         Ok(PreparedBundle {
@@ -115,20 +153,23 @@ impl Prepare for ExistingBundle {
     }
 }
 
+impl From<crate::pull::PullError> for PrepareError {
+    fn from(err: crate::pull::PullError) -> Self {
+        PrepareError::Pull(Box::new(err))
+    }
+}
+
 impl RunError {
     /// Wraps an error of [`Prepare`], keeping a refusal by the signature policy apart:
     /// it is the whole message, as podman prints it.
-    fn from_prepare(err: BoxError) -> RunError {
-        let err = match err.downcast::<crate::pull::PullError>() {
-            Ok(pull) => match *pull {
-                crate::pull::PullError::Untrusted(trust) => return RunError::Untrusted(trust),
-                other => Box::new(other) as BoxError,
+    fn from_prepare(err: PrepareError) -> RunError {
+        match err {
+            PrepareError::Pull(pull) => match *pull {
+                crate::pull::PullError::Untrusted(trust) => RunError::Untrusted(trust),
+                other => RunError::Prepare(PrepareError::Pull(Box::new(other))),
             },
-            Err(err) => err,
-        };
-        match err.downcast::<crate::trust::TrustError>() {
-            Ok(trust) => RunError::Untrusted(*trust),
-            Err(err) => RunError::Prepare(err),
+            PrepareError::Untrusted(trust) => RunError::Untrusted(trust),
+            other => RunError::Prepare(other),
         }
     }
 }
@@ -175,7 +216,7 @@ impl std::fmt::Debug for ImageBundle {
 }
 
 impl ImageBundle {
-    async fn image(&self) -> Result<crate::store::ImageRecord, BoxError> {
+    async fn image(&self) -> Result<crate::store::ImageRecord, PrepareError> {
         let stored = match self.pull {
             PullPolicy::Always => None,
             PullPolicy::Missing | PullPolicy::Never => self.store.image(&self.source)?,
@@ -195,11 +236,7 @@ impl ImageBundle {
         };
         match (stored, self.pull) {
             (Some(record), _) => Ok(record),
-            (None, PullPolicy::Never) => Err(format!(
-                "image {} is not in the store and --pull is never",
-                self.source
-            )
-            .into()),
+            (None, PullPolicy::Never) => Err(PrepareError::NotStored(self.source.to_string())),
             (None, _) => {
                 tracing::debug!(image = %self.source, "pulling");
                 // Layers are unpacked as they download; `prepare` then finds them.
@@ -217,7 +254,7 @@ impl ImageBundle {
 
 #[async_trait]
 impl Prepare for ImageBundle {
-    async fn prepare(&self, run: &RunDir) -> Result<PreparedBundle, BoxError> {
+    async fn prepare(&self, run: &RunDir) -> Result<PreparedBundle, PrepareError> {
         let record = self.image().await?;
         let config = self.store.read_config(&record)?;
         let layers = crate::snapshot::layer_blobs(&config, &record.layers, |digest| {
@@ -227,7 +264,7 @@ impl Prepare for ImageBundle {
         let bundle_opts = self.bundle.clone();
         let dir = run.bundle_dir();
         // Unpacking and mounting are blocking file system work.
-        let bundle = tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
+        let bundle = tokio::task::spawn_blocking(move || -> Result<_, PrepareError> {
             let lowers = snapshots.prepare(&layers)?;
             Ok(crate::bundle::Bundle::prepare(
                 &config,
