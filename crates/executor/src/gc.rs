@@ -7,17 +7,21 @@
 //! mounted root file system (a live run, a bundle) stacks it. An overlay that names its
 //! layers by file descriptor cannot be mapped to snapshots, so then none is deleted.
 
-use crate::runs::{GcReport as RunsReport, Runs, RunsError};
-use crate::snapshot::{SnapshotError, Snapshotter, chain_ids, layer_blobs, mounted_lowers};
-use crate::store::{PruneReport as BlobsReport, Store, StoreError};
+use crate::root::{Root, RootError};
+use crate::runs::GcReport as RunsReport;
+use crate::snapshot::{SnapshotError, chain_ids, layer_blobs, mounted_lowers};
+use crate::store::{PruneReport as BlobsReport, StoreError};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Why garbage collection stopped; what it deleted before stays deleted.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
-    /// Opening or pruning the content store failed.
-    #[error("while pruning the store under {root}")]
+    /// A part of the root could not be opened.
+    #[error(transparent)]
+    Open(#[from] RootError),
+    /// Pruning the content store failed.
+    #[error("while pruning the store under {}", .root.display())]
     Store {
         /// The executor root.
         root: PathBuf,
@@ -32,21 +36,13 @@ pub enum GcError {
         /// The store's (or the layer list's) error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Opening, reading or pruning the snapshot cache failed.
-    #[error("while pruning the snapshots under {root}")]
+    /// Reading or pruning the snapshot cache failed.
+    #[error("while pruning the snapshots under {}", .root.display())]
     Snapshots {
         /// The executor root.
         root: PathBuf,
         /// The snapshot cache's error.
         source: SnapshotError,
-    },
-    /// Listing or cleaning the run directories failed.
-    #[error("while cleaning runs under {root}")]
-    Runs {
-        /// The executor root.
-        root: PathBuf,
-        /// The runs' error.
-        source: RunsError,
     },
 }
 
@@ -82,19 +78,18 @@ pub enum SnapshotsPruned {
 
 /// Deletes blobs no image record needs, then snapshots that no stored image and no
 /// mounted root file system stacks.
-pub async fn prune(root: &Path) -> Result<PruneReport, GcError> {
+pub async fn prune(root: &Root) -> Result<PruneReport, GcError> {
     let store_err = |source| GcError::Store {
-        root: root.to_owned(),
+        root: root.path().to_owned(),
         source,
     };
     let snapshots_err = |source| GcError::Snapshots {
-        root: root.to_owned(),
+        root: root.path().to_owned(),
         source,
     };
-    let store = Store::open(root).map_err(store_err)?;
+    let store = root.store()?;
     let blobs = store.prune().await.map_err(store_err)?;
-    let snapshots_dir = root.join("snapshots");
-    if !snapshots_dir.is_dir() {
+    if !root.snapshots_dir().is_dir() {
         return Ok(PruneReport {
             blobs,
             snapshots: SnapshotsPruned::None,
@@ -129,7 +124,7 @@ pub async fn prune(root: &Path) -> Result<PruneReport, GcError> {
             },
         });
     }
-    let snapshots = Snapshotter::new(&snapshots_dir).map_err(snapshots_err)?;
+    let snapshots = root.snapshots()?;
     let in_use = snapshots.chains_in(&mounted.dirs);
     let only_mounted = in_use.difference(&keep).count();
     keep.extend(in_use);
@@ -148,19 +143,9 @@ pub async fn prune(root: &Path) -> Result<PruneReport, GcError> {
 /// in the store and snapshot cache (opening them does). Live runs and live pulls are
 /// left alone. The report lists the runs cleaned and those that could not be (a later
 /// call retries them).
-pub async fn collect(root: &Path) -> Result<RunsReport, GcError> {
-    let runs = Runs::open(root).map_err(|source| GcError::Runs {
-        root: root.to_owned(),
-        source,
-    })?;
-    let report = runs.gc().await;
-    Store::open(root).map_err(|source| GcError::Store {
-        root: root.to_owned(),
-        source,
-    })?;
-    Snapshotter::new(root.join("snapshots")).map_err(|source| GcError::Snapshots {
-        root: root.to_owned(),
-        source,
-    })?;
+pub async fn collect(root: &Root) -> Result<RunsReport, GcError> {
+    let report = root.runs()?.gc().await;
+    root.store()?;
+    root.snapshots()?;
     Ok(report)
 }

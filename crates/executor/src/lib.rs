@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod pull;
 pub mod reference;
 pub mod registries_conf;
+pub mod root;
 pub mod seccomp;
 pub mod snapshot;
 pub mod source;

@@ -6,8 +6,7 @@ use anyhow::{Context, bail};
 use executor::bundle::{BindMount, Bundle, BundleOptions, Cpus, Network, Seccomp};
 use executor::capabilities::CapChange;
 use executor::reference::ImageSource;
-use executor::snapshot::{LayerBlob, Snapshotter, layer_blobs};
-use executor::store::Store;
+use executor::snapshot::{LayerBlob, layer_blobs};
 use oci_spec::image::ImageConfiguration;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -214,12 +213,7 @@ pub struct Args {
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let opts = args.process.bundle_options(&args.context, &args.args)?;
     let (config, layers) = resolve_image(global, &args.image, args.signature_policy.as_deref())?;
-    let snapshots = Snapshotter::new(global.root.join("snapshots")).with_context(|| {
-        format!(
-            "while opening the snapshots under {}",
-            global.root.display()
-        )
-    })?;
+    let snapshots = global.root().snapshots()?;
     let lowers = snapshots
         .prepare(&layers)
         .with_context(|| format!("while unpacking {}", args.image))?;
@@ -241,8 +235,7 @@ fn resolve_image(
     signature_policy: Option<&std::path::Path>,
 ) -> anyhow::Result<(ImageConfiguration, Vec<LayerBlob>)> {
     let source = ImageSource::parse(image)?;
-    let store = Store::open(&global.root)
-        .with_context(|| format!("while opening the store at {}", global.root.display()))?;
+    let store = global.root().store()?;
     let record = store.image(&source)?.with_context(|| {
         format!("image {source} is not in the store: run `executor pull {image}` first")
     })?;

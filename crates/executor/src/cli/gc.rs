@@ -12,7 +12,7 @@ pub struct Args {}
 /// killed pulls and unpacks left in the store and snapshot cache. Live runs and
 /// live pulls are left alone. Fails when some run could not be cleaned (a later gc retries it).
 pub fn run(global: &GlobalArgs, _args: Args) -> anyhow::Result<ExitCode> {
-    let report = super::block_on(executor::gc::collect(&global.root))??;
+    let report = super::block_on(global.root().gc())??;
     for id in &report.removed {
         println!("removed {id}");
     }

@@ -1,10 +1,8 @@
 //! `executor images`, `executor rmi`, `executor prune`.
 
 use super::GlobalArgs;
-use anyhow::Context;
 use executor::gc::SnapshotsPruned;
 use executor::reference::ImageSource;
-use executor::store::Store;
 use std::process::ExitCode;
 
 /// Output format of `executor images`.
@@ -36,14 +34,9 @@ pub struct RmiArgs {
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {}
 
-fn open(global: &GlobalArgs) -> anyhow::Result<Store> {
-    Store::open(&global.root)
-        .with_context(|| format!("while opening the store at {}", global.root.display()))
-}
-
 /// Runs `executor images`: lists stored images.
 pub fn images(global: &GlobalArgs, args: ImagesArgs) -> anyhow::Result<ExitCode> {
-    let records = open(global)?.images()?;
+    let records = global.root().store()?.images()?;
     match args.format {
         Format::Json => {
             let rows: Vec<serde_json::Value> = records
@@ -90,7 +83,7 @@ pub fn images(global: &GlobalArgs, args: ImagesArgs) -> anyhow::Result<ExitCode>
 
 /// Runs `executor rmi`: removes image references.
 pub fn rmi(global: &GlobalArgs, args: RmiArgs) -> anyhow::Result<ExitCode> {
-    let store = open(global)?;
+    let store = global.root().store()?;
     for image in &args.images {
         let source = ImageSource::parse(image)?;
         match store.remove_image(&source)? {
@@ -105,7 +98,7 @@ pub fn rmi(global: &GlobalArgs, args: RmiArgs) -> anyhow::Result<ExitCode> {
 /// stored image and no mounted root file system (a live run, a bundle) stacks (the
 /// policy is [`executor::gc::prune`]'s).
 pub fn prune(global: &GlobalArgs, _args: PruneArgs) -> anyhow::Result<ExitCode> {
-    let report = super::block_on(executor::gc::prune(&global.root))??;
+    let report = super::block_on(global.root().prune())??;
     println!(
         "removed {} blobs, freed {}",
         report.blobs.blobs_removed,

@@ -48,6 +48,13 @@ pub struct GlobalArgs {
     pub log_level: Option<String>,
 }
 
+impl GlobalArgs {
+    /// The executor's state directory.
+    pub fn root(&self) -> executor::root::Root {
+        executor::root::Root::new(&self.root)
+    }
+}
+
 /// How logs are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

@@ -1,15 +1,12 @@
 //! `executor pull`.
 
 use super::GlobalArgs;
-use anyhow::Context;
 use executor::proxy::ProxyConfig;
 use executor::pull::{PullOptions, pull, pull_and_unpack};
 use executor::reference::ImageSource;
 use executor::registries_conf::RegistriesConf;
-use executor::snapshot::Snapshotter;
 use executor::source::Platform;
 use executor::source::registry::RegistryOptions;
-use executor::store::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -102,16 +99,10 @@ pub struct Args {
 /// Runs `executor pull`: pulls the image and prints its manifest digest.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let source = ImageSource::parse(&args.image)?;
-    let store = Store::open(&global.root)
-        .with_context(|| format!("while opening the store at {}", global.root.display()))?;
+    let store = global.root().store()?;
     let opts = args.registry.pull_options()?;
     let record = if args.unpack {
-        let snapshots = Snapshotter::new(global.root.join("snapshots")).with_context(|| {
-            format!(
-                "while opening the snapshots under {}",
-                global.root.display()
-            )
-        })?;
+        let snapshots = global.root().snapshots()?;
         super::block_on(pull_and_unpack(&store, &snapshots, &source, &opts))??
     } else {
         super::block_on(pull(&store, &source, &opts))??

@@ -7,8 +7,6 @@ use executor::reference::ImageSource;
 use executor::report::{Reporter, ReporterKind};
 use executor::run::{ExistingBundle, ImageBundle, Prepare, RunOptions};
 use executor::runtime::RuntimeKind;
-use executor::snapshot::Snapshotter;
-use executor::store::Store;
 use runner_contract::{Context, GoDuration};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -172,14 +170,8 @@ fn image_bundle(global: &GlobalArgs, args: &Args, image: &str) -> anyhow::Result
     };
     let mut bundle = args.process.bundle_options(context, runner_args)?;
     bundle.seccomp_dialect = args.runtime.seccomp_dialect();
-    let store = Store::open(&global.root)
-        .with_context(|| format!("while opening the store at {}", global.root.display()))?;
-    let snapshots = Snapshotter::new(global.root.join("snapshots")).with_context(|| {
-        format!(
-            "while opening the snapshots under {}",
-            global.root.display()
-        )
-    })?;
+    let store = global.root().store()?;
+    let snapshots = global.root().snapshots()?;
     Ok(ImageBundle {
         store,
         snapshots,
