@@ -182,6 +182,20 @@ impl EndpointReader {
         Ok(auth)
     }
 
+    /// `request` carrying the authorization of `blob_auth` (`renew` as there), the one
+    /// way blob and referrers requests get it.
+    async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        renew: bool,
+    ) -> Result<reqwest::RequestBuilder, SourceError> {
+        Ok(match self.blob_auth(renew).await? {
+            BlobAuth::None => request,
+            BlobAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
+            BlobAuth::Bearer(token) => request.bearer_auth(token),
+        })
+    }
+
     async fn blob_request(
         &self,
         digest: &str,
@@ -189,14 +203,9 @@ impl EndpointReader {
         renew_auth: bool,
     ) -> Result<reqwest::Response, SourceError> {
         let url = format!("{}/blobs/{digest}", self.base_url);
-        let mut request = self.http.get(&url);
         // Redirects to another host (object storage) drop the Authorization header:
         // reqwest strips it on cross-origin redirects, so credentials do not leak.
-        request = match self.blob_auth(renew_auth).await? {
-            BlobAuth::None => request,
-            BlobAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
-            BlobAuth::Bearer(token) => request.bearer_auth(token),
-        };
+        let mut request = self.authorize(self.http.get(&url), renew_auth).await?;
         if offset > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
         }
@@ -261,16 +270,16 @@ impl EndpointReader {
     /// (Distribution 2.8) or 400/405.
     pub(super) async fn referrers(&self, digest: &Digest) -> Result<Option<Bytes>, SourceError> {
         let what = format!("referrers of {digest}");
+        let too_large = |what| SourceError::Registry {
+            what,
+            detail: "a referrers index larger than a manifest may be".into(),
+        };
         let url = format!("{}/referrers/{digest}", self.base_url);
         let request = self
             .http
             .get(&url)
             .header(reqwest::header::ACCEPT, crate::source::OCI_INDEX);
-        let request = match self.blob_auth(false).await? {
-            BlobAuth::None => request,
-            BlobAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
-            BlobAuth::Bearer(token) => request.bearer_auth(token),
-        };
+        let request = self.authorize(request, false).await?;
         let response = request
             .send()
             .await
@@ -294,20 +303,14 @@ impl EndpointReader {
             .content_length()
             .is_some_and(|n| n > crate::source::MAX_MANIFEST_SIZE as u64)
         {
-            return Err(SourceError::Registry {
-                what,
-                detail: "a referrers index larger than a manifest may be".into(),
-            });
+            return Err(too_large(what));
         }
         let bytes = response
             .bytes()
             .await
             .map_err(|e| classify_reqwest(self.reference.registry(), &what, e))?;
         if bytes.len() > crate::source::MAX_MANIFEST_SIZE {
-            return Err(SourceError::Registry {
-                what,
-                detail: "a referrers index larger than a manifest may be".into(),
-            });
+            return Err(too_large(what));
         }
         Ok(Some(bytes))
     }
