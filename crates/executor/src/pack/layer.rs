@@ -2,8 +2,9 @@
 //! modification time) through gzip into a blob, hashed on the way for the diff ID and the
 //! blob digest.
 
+use super::entries::Entry;
 use super::layout::{persist_blob, sha256_digest};
-use super::{Entry, PackError, read_error};
+use super::{PackError, read_error};
 use oci_spec::image::Digest;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
