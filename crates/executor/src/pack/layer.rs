@@ -3,7 +3,7 @@
 //! blob digest.
 
 use super::entries::Entry;
-use super::layout::{persist_blob, sha256_digest};
+use super::layout::persist_blob;
 use super::{PackError, read_error};
 use oci_spec::image::Digest;
 use sha2::{Digest as _, Sha256};
@@ -28,8 +28,8 @@ impl<W: Write> Hashing<W> {
     }
 
     fn finish(self) -> (W, Digest, u64) {
-        let hex = hex::encode(self.hasher.finalize());
-        (self.inner, sha256_digest(&hex), self.written)
+        let digest = crate::digest::from_sha256_sum(self.hasher.finalize());
+        (self.inner, digest, self.written)
     }
 }
 

@@ -4,19 +4,11 @@
 
 use super::{PackError, spec_error, to_json};
 use oci_spec::image::{
-    ANNOTATION_REF_NAME, Descriptor, Digest, ImageIndex, ImageIndexBuilder, MediaType, Sha256Digest,
+    ANNOTATION_REF_NAME, Descriptor, Digest, ImageIndex, ImageIndexBuilder, MediaType,
 };
-use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::str::FromStr as _;
-
-pub(super) fn sha256_digest(hex: &str) -> Digest {
-    Sha256Digest::from_str(hex)
-        .expect("a sha256 hex string is a valid digest")
-        .into()
-}
 
 /// Writes a small blob (config, manifest) and returns its digest and size.
 pub(super) fn write_blob(blobs: &Path, body: &[u8]) -> Result<(Digest, u64), PackError> {
@@ -24,7 +16,7 @@ pub(super) fn write_blob(blobs: &Path, body: &[u8]) -> Result<(Digest, u64), Pac
         path: blobs.to_owned(),
         source,
     };
-    let digest = sha256_digest(&hex::encode(Sha256::digest(body)));
+    let digest = crate::digest::sha256_digest(body);
     let mut tmp = tempfile::Builder::new()
         .prefix(".blob-")
         .tempfile_in(blobs)

@@ -3,7 +3,8 @@
 use oci_client::client::{Certificate, CertificateEncoding};
 use std::path::Path;
 
-/// The error and its causes on one line (reqwest hides the useful part in sources).
+/// The CA certificates of `dir` (`--cert-dir`): every `*.crt` and `*.pem` (PEM) and
+/// `*.der` (DER) file in it; an error names the file it could not read.
 pub(super) fn read_certificates(dir: &Path) -> Result<Vec<Certificate>, String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("reading cert dir {}: {e}", dir.display()))?;

@@ -43,7 +43,7 @@ pub struct RegistryOptions {
     pub insecure_registries: Vec<String>,
     /// An auth file to use before the standard ones (see [`crate::auth`]).
     pub auth_file: Option<PathBuf>,
-    /// A directory of extra CA certificates (`*.crt`, `*.pem`) to trust, like podman's
+    /// A directory of extra CA certificates (`*.crt`, `*.pem`, `*.der`) to trust, like podman's
     /// `--cert-dir`.
     pub cert_dir: Option<PathBuf>,
     /// How long a connection attempt may take.
