@@ -45,7 +45,10 @@ impl Inputs {
                 path: path.to_owned(),
                 reason: e.to_string(),
             };
-        let context = read("context", &opts.context_file)?;
+        let context = match &opts.context_bytes {
+            Some(bytes) => bytes.0.to_vec(),
+            None => read("context", &opts.context_file)?,
+        };
         serde_norway::from_slice::<serde_norway::Value>(&context)
             .map_err(|e| invalid("context", &opts.context_file, e))?;
         let args = read("args", &opts.args_file)?;
@@ -129,6 +132,28 @@ pub(super) fn stage_kubeconfig(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_bytes_read_by_the_caller_are_the_ones_the_bundle_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = dir.path().join("context.yaml");
+        let args = dir.path().join("args.yaml");
+        fs::write(&context, "name: changed-since\n").unwrap();
+        fs::write(&args, "{}\n").unwrap();
+        let mut opts = BundleOptions::new(&context, &args);
+        opts.context_bytes = Some(super::super::InputBytes(b"name: as-read\n"[..].into()));
+        let inputs = Inputs::read(&opts).unwrap();
+        assert_eq!(inputs.context, b"name: as-read\n");
+        assert_eq!(
+            format!("{:?}", opts.context_bytes.unwrap()),
+            "InputBytes(14 bytes)"
+        );
+        // Still checked as YAML, and named by its file.
+        opts = BundleOptions::new(&context, &args);
+        opts.context_bytes = Some(super::super::InputBytes(b"\tname: : :\n"[..].into()));
+        let err = Inputs::read(&opts).err().unwrap().to_string();
+        assert!(err.contains("context.yaml"), "{err}");
+    }
 
     #[test]
     fn inputs_must_be_readable_yaml_and_errors_name_the_file() {

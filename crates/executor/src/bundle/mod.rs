@@ -155,11 +155,26 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
+/// A runner input file's bytes, read once; `Debug` shows only their length (runner
+/// inputs may hold secrets).
+#[derive(Clone, PartialEq, Eq)]
+pub struct InputBytes(pub std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for InputBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InputBytes({} bytes)", self.0.len())
+    }
+}
+
 /// What a run may change about the image's defaults, and the runner's inputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleOptions {
     /// The runner context file on the host (copied into the bundle).
     pub context_file: PathBuf,
+    /// The context file's bytes as the caller already read them (to parse the typed
+    /// context from): the bundle then holds exactly those bytes, not a second read that
+    /// could differ. `None`: the file is read.
+    pub context_bytes: Option<InputBytes>,
     /// The runner args file on the host (copied into the bundle).
     pub args_file: PathBuf,
     /// Replaces the image's `Entrypoint`; as with Docker, it also drops the image's `Cmd`.
@@ -208,6 +223,7 @@ impl BundleOptions {
     pub fn new(context_file: impl Into<PathBuf>, args_file: impl Into<PathBuf>) -> Self {
         Self {
             context_file: context_file.into(),
+            context_bytes: None,
             args_file: args_file.into(),
             entrypoint: None,
             cmd: None,

@@ -2,6 +2,7 @@
 
 use super::GlobalArgs;
 use anyhow::Context as _;
+use executor::bundle::InputBytes;
 use executor::lifecycle::{self, LifecycleOptions};
 use executor::reference::ImageSource;
 use executor::report::{Reporter, ReporterKind};
@@ -111,16 +112,24 @@ fn parse_runtime(value: &str) -> Result<RuntimeKind, String> {
 
 /// Runs `executor run`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let context = args
+    // Read once: the typed context (the timeout, the Secret's name) and the bytes the
+    // bundle hands the runner come from the same read.
+    let context_bytes = args
         .context
         .as_deref()
-        .map(|path| -> anyhow::Result<Context> {
-            let file = std::fs::File::open(path)
-                .with_context(|| format!("while reading runner context {}", path.display()))?;
-            serde_norway::from_reader(file)
-                .with_context(|| format!("invalid runner context {}", path.display()))
+        .map(|path| {
+            std::fs::read(path)
+                .map(|bytes| InputBytes(bytes.into()))
+                .with_context(|| format!("while reading runner context {}", path.display()))
         })
         .transpose()?;
+    let context = match (&context_bytes, args.context.as_deref()) {
+        (Some(bytes), Some(path)) => Some(
+            serde_norway::from_slice::<Context>(&bytes.0)
+                .with_context(|| format!("invalid runner context {}", path.display()))?,
+        ),
+        _ => None,
+    };
     let timeout = args
         .timeout
         .or(context.as_ref().map(|c| c.timeout))
@@ -139,7 +148,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let prepare: Box<dyn Prepare> = match (&args.bundle, &args.image) {
         (Some(bundle), _) => Box::new(ExistingBundle(bundle.clone())),
-        (None, Some(image)) => Box::new(image_bundle(global, &args, image)?),
+        (None, Some(image)) => Box::new(image_bundle(global, &args, image, context_bytes)?),
         (None, None) => anyhow::bail!("an image or --bundle DIR is required"),
     };
     let root = global.root.clone();
@@ -163,12 +172,18 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The pull + snapshot + bundle stages for `image`, from the flags.
-fn image_bundle(global: &GlobalArgs, args: &Args, image: &str) -> anyhow::Result<ImageBundle> {
+fn image_bundle(
+    global: &GlobalArgs,
+    args: &Args,
+    image: &str,
+    context_bytes: Option<InputBytes>,
+) -> anyhow::Result<ImageBundle> {
     let source = ImageSource::parse(image)?;
     let (Some(context), Some(runner_args)) = (&args.context, &args.args) else {
         anyhow::bail!("running an image needs --context FILE and --args FILE");
     };
     let mut bundle = args.process.bundle_options(context, runner_args)?;
+    bundle.context_bytes = context_bytes;
     bundle.seccomp_dialect = args.runtime.seccomp_dialect();
     let store = global.root().store()?;
     let snapshots = global.root().snapshots()?;
