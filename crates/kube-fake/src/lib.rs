@@ -41,13 +41,13 @@ use tokio::sync::watch;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Binding the loopback listener failed.
-    #[error("cannot bind the fake api server on 127.0.0.1: {0}")]
+    #[error("cannot bind the fake api server on 127.0.0.1")]
     Bind(#[source] std::io::Error),
     /// The background runtime could not be built.
-    #[error("cannot start the fake api server's runtime: {0}")]
+    #[error("cannot start the fake api server's runtime")]
     Runtime(#[source] std::io::Error),
     /// Writing the kubeconfig file failed.
-    #[error("cannot write kubeconfig {path}: {source}")]
+    #[error("cannot write kubeconfig {path}")]
     WriteKubeconfig {
         /// The kubeconfig path.
         path: std::path::PathBuf,

@@ -36,7 +36,7 @@ impl std::fmt::Display for InputKind {
 #[non_exhaustive]
 pub enum InputError {
     /// The file is missing or unreadable.
-    #[error("cannot read {kind} file {path} (from {var}): {source}", var = kind.var(), path = path.display())]
+    #[error("cannot read {kind} file {path} (from {var})", var = kind.var(), path = path.display())]
     Read {
         /// Which input.
         kind: InputKind,
@@ -47,7 +47,7 @@ pub enum InputError {
     },
     /// The file is not valid YAML or does not match the expected document; the
     /// message of `source` names the field and the line.
-    #[error("invalid {kind} file {path} (from {var}): {source}", var = kind.var(), path = path.display())]
+    #[error("invalid {kind} file {path} (from {var})", var = kind.var(), path = path.display())]
     Parse {
         /// Which input.
         kind: InputKind,
@@ -109,7 +109,10 @@ platform:
     /// Parses a context and returns the one-line error message.
     fn context_error(contents: &str) -> String {
         let (_dir, path) = write(contents);
-        let message = read_context(&path).unwrap_err().to_string();
+        let message = read_context(&path)
+            .map(|_| ())
+            .map_err(|e| runner_contract::error_chain(&e))
+            .unwrap_err();
         assert!(!message.contains('\n'), "not one line: {message}");
         assert!(message.contains("RUNNER_CONTEXT_PATH"), "{message}");
         assert!(message.contains(&path.display().to_string()), "{message}");
@@ -153,7 +156,7 @@ platform:
             }
         ));
         assert_eq!(
-            err.to_string(),
+            runner_contract::error_chain(&err),
             format!(
                 "cannot read runner args file {} (from RUNNER_ARGS_PATH): No such file or directory (os error 2)",
                 path.display()
@@ -173,7 +176,10 @@ platform:
                 ..
             }
         ));
-        assert!(err.to_string().contains("RUNNER_CONTEXT_PATH"), "{err}");
+        assert!(
+            runner_contract::error_chain(&err).contains("RUNNER_CONTEXT_PATH"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -189,7 +195,10 @@ platform:
                 ..
             }
         ));
-        assert!(err.to_string().contains("RUNNER_ARGS_PATH"), "{err}");
+        assert!(
+            runner_contract::error_chain(&err).contains("RUNNER_ARGS_PATH"),
+            "{err}"
+        );
     }
 
     #[test]

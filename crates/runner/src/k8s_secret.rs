@@ -24,7 +24,7 @@ pub const MAX_CONFLICT_RETRIES: u32 = 5;
 pub enum K8sSecretError {
     /// No Kubernetes configuration could be inferred (neither `KUBECONFIG`,
     /// `~/.kube/config` nor an in-cluster service account).
-    #[error("cannot infer kubernetes configuration: {0}")]
+    #[error("cannot infer kubernetes configuration")]
     Config(#[source] kube::Error),
     /// The Secret the engine should have created does not exist.
     #[error("status secret {namespace}/{name} does not exist")]
@@ -45,7 +45,7 @@ pub enum K8sSecretError {
         attempts: u32,
     },
     /// Any other failure talking to the API server.
-    #[error("cannot update status secret {namespace}/{name}: {source}")]
+    #[error("cannot update status secret {namespace}/{name}")]
     Api {
         /// Namespace of the Secret.
         namespace: String,

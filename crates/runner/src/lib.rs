@@ -122,7 +122,8 @@ where
 }
 
 fn fail(name: &str, err: &ManagerError) -> ExitCode {
-    eprintln!("{name}: {}", one_line(&err.to_string()));
+    // The whole chain: input and reporter errors keep their causes as sources.
+    eprintln!("{name}: {}", one_line(&runner_contract::error_chain(err)));
     ExitCode::from(err.exit_code())
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 #[non_exhaustive]
 pub enum ReportError {
     /// The status could not be written to the file reporter's path.
-    #[error("cannot write status file {path}: {source}")]
+    #[error("cannot write status file {path}")]
     Write {
         /// The status file.
         path: std::path::PathBuf,
@@ -17,7 +17,7 @@ pub enum ReportError {
         source: std::io::Error,
     },
     /// The status is not serializable as JSON.
-    #[error("cannot serialize status: {0}")]
+    #[error("cannot serialize status")]
     Serialize(#[from] serde_json::Error),
     /// A reporter-specific failure (for example from the Kubernetes API); the
     /// message includes its causes.

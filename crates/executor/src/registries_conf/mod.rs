@@ -45,7 +45,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistriesConfError {
     /// The file exists but cannot be read.
-    #[error("cannot read registries configuration {path}: {source}")]
+    #[error("cannot read registries configuration {path}")]
     Read {
         /// The file.
         path: PathBuf,
