@@ -53,3 +53,20 @@ fn build(package: &str, bin: &str) -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// Runs the executor binary with `--root root --log-level warn` and `args`; returns
+/// (exit code, stdout, stderr), the exit code -1 when a signal ended it.
+pub fn run_executor(root: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(executor_bin().expect("building the executor"))
+        .arg("--root")
+        .arg(root)
+        .args(["--log-level", "warn"])
+        .args(args)
+        .output()
+        .expect("running the executor");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -11,7 +11,7 @@ pub mod registry;
 pub mod tmpfs;
 pub mod token;
 
-pub use binary::{argo_runner_bin, executor_bin};
+pub use binary::{argo_runner_bin, executor_bin, run_executor};
 pub use check::{StoreReport, verify_store, verify_store_after_crash};
 pub use forward_proxy::ForwardProxy;
 pub use image::{

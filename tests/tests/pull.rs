@@ -7,7 +7,8 @@ use executor::pull::{PullOptions, pull};
 use executor::store::{ImageRecord, Store};
 use integration_tests::{
     BuiltImage, Compression, Entry, Fault, FaultProxy, ImageSpec, LayerSpec, ManifestFormat,
-    Registry, RegistryConfig, TokenAuth, busybox_layer, push_layout, write_image, write_index,
+    Registry, RegistryConfig, TokenAuth, busybox_layer, push_layout, run_executor, write_image,
+    write_index,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -642,22 +643,6 @@ async fn server_errors_and_rate_limits_are_retried() {
     }
 }
 
-/// Runs the executor binary with `--root root`; returns (exit code, stdout, stderr).
-fn executor(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = std::process::Command::new(integration_tests::executor_bin().unwrap())
-        .arg("--root")
-        .arg(root)
-        .args(["--log-level", "warn"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// `executor --root root pull image --insecure-registry insecure`, to spawn.
 fn executor_pull(root: &Path, image: &str, insecure: &str) -> std::process::Command {
     let mut command = std::process::Command::new(integration_tests::executor_bin().unwrap());
@@ -676,17 +661,17 @@ fn cli_pull_images_rmi_prune() {
     let root = tempfile::tempdir().unwrap();
     let image = format!("{}/cli/app:v1", registry.addr());
 
-    let (code, stdout, stderr) = executor(
+    let (code, stdout, stderr) = run_executor(
         root.path(),
         &["pull", &image, "--insecure-registry", registry.addr()],
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim(), built.digest);
     let layout_ref = format!("oci-layout:{}:v1", layout.path().display());
-    let (code, _, stderr) = executor(root.path(), &["pull", &layout_ref]);
+    let (code, _, stderr) = run_executor(root.path(), &["pull", &layout_ref]);
     assert_eq!(code, 0, "{stderr}");
 
-    let (code, table, _) = executor(root.path(), &["images"]);
+    let (code, table, _) = run_executor(root.path(), &["images"]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("REFERENCE"), "{table}");
@@ -697,7 +682,7 @@ fn cli_pull_images_rmi_prune() {
     );
     assert!(table.contains(&built.digest), "{table}");
 
-    let (code, json, _) = executor(root.path(), &["images", "--format", "json"]);
+    let (code, json, _) = run_executor(root.path(), &["images", "--format", "json"]);
     assert_eq!(code, 0);
     let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(rows.as_array().map(Vec::len), Some(2), "{json}");
@@ -705,14 +690,14 @@ fn cli_pull_images_rmi_prune() {
     assert!(rows[0]["size"].as_u64().unwrap() > 500_000, "{json}");
 
     // Both references share every blob: removing one prunes nothing.
-    let (code, _, stderr) = executor(root.path(), &["rmi", &image]);
+    let (code, _, stderr) = run_executor(root.path(), &["rmi", &image]);
     assert_eq!(code, 0, "{stderr}");
-    let (code, stdout, _) = executor(root.path(), &["prune"]);
+    let (code, stdout, _) = run_executor(root.path(), &["prune"]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("removed 0 blobs"), "{stdout}");
-    let (code, _, _) = executor(root.path(), &["rmi", &layout_ref]);
+    let (code, _, _) = run_executor(root.path(), &["rmi", &layout_ref]);
     assert_eq!(code, 0);
-    let (code, stdout, _) = executor(root.path(), &["prune"]);
+    let (code, stdout, _) = run_executor(root.path(), &["prune"]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("removed 4 blobs"), "{stdout}");
     let blobs = std::fs::read_dir(root.path().join("blobs/sha256"))
@@ -726,13 +711,13 @@ fn cli_pull_images_rmi_prune() {
     );
 
     // Errors: one line, exit 125, naming what was wrong.
-    let (code, _, stderr) = executor(root.path(), &["rmi", &image]);
+    let (code, _, stderr) = run_executor(root.path(), &["rmi", &image]);
     assert_eq!(code, 125);
     assert!(
         stderr.contains(&image) && stderr.contains("not in the store"),
         "{stderr}"
     );
-    let (code, _, stderr) = executor(root.path(), &["pull", "Not/Valid"]);
+    let (code, _, stderr) = run_executor(root.path(), &["pull", "Not/Valid"]);
     assert_eq!(code, 125);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -878,7 +863,7 @@ fn registries_conf_marks_a_registry_insecure() {
     let conf_dir = tempfile::tempdir().unwrap();
     let conf = conf_dir.path().join("registries.conf");
     let conf_arg = conf.to_str().unwrap();
-    let pull = |root: &Path| executor(root, &["pull", &image, "--registries-conf", conf_arg]);
+    let pull = |root: &Path| run_executor(root, &["pull", &image, "--registries-conf", conf_arg]);
 
     // Another registry is insecure, not this one: HTTPS, which it cannot answer.
     std::fs::write(

@@ -5,7 +5,8 @@
 
 use integration_tests::{
     BuiltImage, Compression, Entry, Fault, FaultProxy, ImageSpec, LayerSpec, ManifestFormat,
-    RUNNER_CONTEXT, Registry, Times, busybox_layer, executor_bin, push_layout, write_image,
+    RUNNER_CONTEXT, Registry, Times, busybox_layer, executor_bin, push_layout, run_executor,
+    write_image,
 };
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
@@ -153,21 +154,6 @@ fn cosign(dir: &Path, args: &[&str]) -> Output {
     output
 }
 
-fn executor(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(executor_bin().unwrap())
-        .arg("--root")
-        .arg(root)
-        .args(["--log-level", "warn"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// `executor run IMAGE --signature-policy POLICY` in a fresh root; the root stays
 /// for checks.
 fn run(fx: &Fixture, image: &str, policy: &Path) -> (tempfile::TempDir, i32, String, String) {
@@ -190,7 +176,7 @@ fn run_in(
     args.extend(["--context", &context, "--args", &runner_args]);
     args.extend(["--signature-policy", &policy]);
     args.extend(extra);
-    executor(root, &args)
+    run_executor(root, &args)
 }
 
 fn assert_ran(fx: &Fixture, image: &str, policy: &Path) {
@@ -276,12 +262,12 @@ fn a_signed_image_runs_and_records_its_key() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "ran trust/signed:v1\n");
 
-    let (code, table, _) = executor(root.path(), &["images"]);
+    let (code, table, _) = run_executor(root.path(), &["images"]);
     assert_eq!(code, 0);
     let key = fx.key("main").display().to_string();
     let row = table.lines().find(|l| l.starts_with(&image)).unwrap();
     assert!(row.trim_end().ends_with(&key), "{table}");
-    let (_, json, _) = executor(root.path(), &["images", "--format", "json"]);
+    let (_, json, _) = run_executor(root.path(), &["images", "--format", "json"]);
     let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(rows[0]["verified"]["key"], key.as_str(), "{json}");
     assert_eq!(
@@ -324,7 +310,7 @@ fn a_stored_unsigned_image_is_not_run_under_a_policy() {
     fx.push("trust/stored:v1");
     let root = tempfile::tempdir().unwrap();
     // Pulled with no policy (everything accepted), then run under one.
-    let (code, _, stderr) = executor(
+    let (code, _, stderr) = run_executor(
         root.path(),
         &["pull", &image, "--insecure-registry", fx.registry.addr()],
     );
@@ -762,7 +748,7 @@ fn pull_checks_the_policy_and_images_shows_the_key() {
     let policy_arg = policy.display().to_string();
     let root = tempfile::tempdir().unwrap();
     let pull = |image: &str| {
-        executor(
+        run_executor(
             root.path(),
             &[
                 "pull",
@@ -779,7 +765,7 @@ fn pull_checks_the_policy_and_images_shows_the_key() {
     assert_refusal(root.path(), code, &stderr, "no signature by key", &policy);
     let (code, _, stderr) = pull(&image);
     assert_eq!(code, 0, "{stderr}");
-    let (_, table, _) = executor(root.path(), &["images"]);
+    let (_, table, _) = run_executor(root.path(), &["images"]);
     assert_eq!(
         table.lines().count(),
         2,
@@ -1017,7 +1003,7 @@ fn bundle_checks_the_stored_signatures() {
     let other = fx.signed_policy("bundle-other", "other", MATCH_REPOSITORY);
     let root = tempfile::tempdir().unwrap();
     let policy_arg = policy.display().to_string();
-    let (code, _, stderr) = executor(
+    let (code, _, stderr) = run_executor(
         root.path(),
         &[
             "pull",
@@ -1047,7 +1033,7 @@ fn bundle_checks_the_stored_signatures() {
         ];
         let mut args = args.to_vec();
         args.extend(["--signature-policy", &policy]);
-        executor(root.path(), &args)
+        run_executor(root.path(), &args)
     };
     let (code, _, stderr) = bundle(&other, "refused");
     assert_eq!(code, 125, "{stderr}");
