@@ -36,7 +36,7 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens};
 use nix::sys::stat::{mkdirat, mknodat, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchown, fchownat, symlinkat};
-use oci_spec::image::{Descriptor, Digest, ImageConfiguration, MediaType};
+use oci_spec::image::Digest;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -45,7 +45,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+
+mod chain;
+
+pub use chain::{LayerBlob, chain_ids, layer_blobs};
 
 /// Errors of the snapshotter and of per-run root file systems.
 #[derive(Debug, thiserror::Error)]
@@ -132,65 +135,6 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sna
         path: path.to_owned(),
         source,
     }
-}
-
-/// One layer of an image, as the snapshotter needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerBlob {
-    /// The blob's digest (manifest layer descriptor); names the layer in errors.
-    pub digest: Digest,
-    /// The uncompressed digest from the image config's `rootfs.diff_ids`.
-    pub diff_id: Digest,
-    /// The layer media type; chooses the decompressor.
-    pub media_type: MediaType,
-    /// Where the (verified) blob is stored.
-    pub path: PathBuf,
-}
-
-/// Pairs an image manifest's layer descriptors (base first) with the image config's
-/// `rootfs.diff_ids` into what [`Snapshotter::prepare`] takes; `blob_path` says where the
-/// content store keeps a blob. Fails if the counts differ (a malformed image).
-pub fn layer_blobs(
-    config: &ImageConfiguration,
-    layers: &[Descriptor],
-    blob_path: impl Fn(&Digest) -> PathBuf,
-) -> Result<Vec<LayerBlob>, SnapshotError> {
-    let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != layers.len() {
-        return Err(SnapshotError::LayerCount {
-            layers: layers.len(),
-            diff_ids: diff_ids.len(),
-        });
-    }
-    layers
-        .iter()
-        .zip(diff_ids)
-        .map(|(layer, diff_id)| {
-            let diff_id = Digest::from_str(diff_id).map_err(|e| SnapshotError::BadDiffId {
-                diff_id: diff_id.clone(),
-                reason: e.to_string(),
-            })?;
-            Ok(LayerBlob {
-                digest: layer.digest().clone(),
-                diff_id,
-                media_type: layer.media_type().clone(),
-                path: blob_path(layer.digest()),
-            })
-        })
-        .collect()
-}
-
-/// Computes the chain IDs of a layer stack, bottom first.
-pub fn chain_ids<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> Vec<Digest> {
-    let mut out: Vec<Digest> = Vec::new();
-    for diff_id in diff_ids {
-        let next = match out.last() {
-            None => diff_id.clone(),
-            Some(parent) => crate::digest::sha256_digest(format!("{parent} {diff_id}").as_bytes()),
-        };
-        out.push(next);
-    }
-    out
 }
 
 /// The snapshot cache under `<root>/snapshots`.
@@ -1286,6 +1230,7 @@ fn copy_dir(src: OwnedFd, dst: BorrowedFd<'_>) -> nix::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr;
 
     const A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
     const B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
