@@ -2,8 +2,9 @@
 //! run's own upper directory, or a full copy where overlayfs cannot be mounted, and its
 //! cleanup.
 
+use super::flat::copy_diff;
 use super::mounts::{OverlayMount, unmount_path};
-use super::{SnapshotError, copy_diff, create_dir_mode, io_err};
+use super::{SnapshotError, create_dir_mode, io_err};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, umount2};
 use std::fs;
