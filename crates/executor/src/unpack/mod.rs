@@ -21,13 +21,13 @@
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstatat, futimens, mknodat, utimensat};
-use nix::sys::stat::{UtimensatFlags, makedev, mkdirat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstatat, futimens, mknodat};
+use nix::sys::stat::{makedev, mkdirat};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
+use nix::unistd::{UnlinkatFlags, linkat, symlinkat, unlinkat};
 use oci_spec::image::{Digest, MediaType};
 use std::collections::HashSet;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -35,10 +35,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 mod decode;
+mod metadata;
 pub(crate) mod resolve;
 mod whiteout;
 
 use decode::unpack_stream_with;
+use metadata::{Meta, read_pax};
 use whiteout::{OPAQUE_WHITEOUT, WHITEOUT_PREFIX, is_whiteout, present_in};
 /// Size of the buffers between file, decompressor, hasher and tar parser, and of file copies.
 const BUF_SIZE: usize = 256 * 1024;
@@ -339,15 +341,6 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
 
 fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
-}
-
-/// Metadata of one entry, copied out of the tar header.
-struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: i64,
-    xattrs: Vec<(CString, Vec<u8>)>,
 }
 
 /// Applies entries to one root directory; holds the state that spans entries.
@@ -731,72 +724,6 @@ impl Unpacker {
             p = split_parent(p).0;
         }
     }
-
-    /// Owner, mode and xattrs through an open fd (files and directories).
-    fn set_fd_meta(
-        &self,
-        fd: &impl AsFd,
-        meta: &Meta,
-        entry: &str,
-        chown: bool,
-        chmod: bool,
-    ) -> Result<(), UnpackError> {
-        if self.is_root && chown {
-            // chown before chmod: chown clears setuid/setgid bits.
-            fchown(
-                fd,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-            )
-            .map_err(|e| apply_err(entry, "set owner", e))?;
-        }
-        if chmod {
-            fchmod(fd, Mode::from_bits_truncate(meta.mode))
-                .map_err(|e| apply_err(entry, "set mode", e))?;
-        }
-        for (name, value) in &meta.xattrs {
-            if let Err(e) = crate::sys::fsetxattr(fd.as_fd(), name, value) {
-                // File systems without xattr support lose them, as with `tar --xattrs`.
-                if e != Errno::EOPNOTSUPP && e != Errno::EPERM {
-                    return Err(apply_err(entry, "set xattr", e));
-                }
-                tracing::debug!(entry, xattr = ?name, error = %e, "xattr not applied");
-            }
-        }
-        Ok(())
-    }
-
-    /// Owner and mtime of a symlink or device node, by name, never following it.
-    fn set_link_meta(&self, ctx: &EntryCtx<'_>, meta: &Meta) -> Result<(), UnpackError> {
-        if self.is_root {
-            fchownat(
-                ctx.dir,
-                ctx.name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| apply_err(ctx.entry, "set owner", e))?;
-        }
-        let t = TimeSpec::new(meta.mtime, 0);
-        utimensat(ctx.dir, ctx.name, &t, &t, UtimensatFlags::NoFollowSymlink)
-            .map_err(|e| apply_err(ctx.entry, "set mtime", e))
-    }
-
-    /// Sets directory mtimes, last, so that creating their children does not change them.
-    pub(crate) fn finish(&mut self) -> Result<(), UnpackError> {
-        for (path, mtime) in std::mem::take(&mut self.dir_times) {
-            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-            // A later entry may have replaced the directory: then its time is not ours to set.
-            let Ok(fd) = resolve::open_in_root(self.root.as_fd(), &path, flags, self.walk) else {
-                continue;
-            };
-            let t = TimeSpec::new(mtime, 0);
-            futimens(&fd, &t, &t)
-                .map_err(|e| apply_err(&String::from_utf8_lossy(&path), "set mtime", e))?;
-        }
-        Ok(())
-    }
 }
 
 /// One entry's final component, relative to its resolved parent directory.
@@ -920,56 +847,6 @@ fn apply_err(entry: &str, op: &'static str, e: Errno) -> UnpackError {
         op,
         source: e.into(),
     }
-}
-
-/// What an entry's PAX records say beyond its header.
-#[derive(Default)]
-struct Pax {
-    uid: Option<u64>,
-    gid: Option<u64>,
-    /// Whole seconds of `mtime` (sub-second precision is dropped).
-    mtime: Option<i64>,
-    xattrs: Vec<(CString, Vec<u8>)>,
-}
-
-/// Reads an entry's PAX records. Of the extended attributes (`SCHILY.xattr.*`) only the safe
-/// ones are kept: `user.*` and file capabilities. Others (`trusted.overlay.*`,
-/// `security.selinux`, ...) would let an image steer the host's overlayfs or security
-/// modules, so they are dropped.
-fn read_pax<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Pax> {
-    let mut out = Pax::default();
-    let Some(exts) = entry.pax_extensions()? else {
-        return Ok(out);
-    };
-    let number = |v: &[u8]| {
-        std::str::from_utf8(v)
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-    };
-    for ext in exts {
-        let ext = ext?;
-        match ext.key_bytes() {
-            b"uid" => out.uid = number(ext.value_bytes()),
-            b"gid" => out.gid = number(ext.value_bytes()),
-            b"mtime" => {
-                out.mtime = std::str::from_utf8(ext.value_bytes())
-                    .ok()
-                    .and_then(|t| t.split('.').next()?.trim().parse::<i64>().ok());
-            }
-            key => {
-                let Some(name) = key.strip_prefix(b"SCHILY.xattr.") else {
-                    continue;
-                };
-                if !(name.starts_with(b"user.") || name == b"security.capability") {
-                    continue;
-                }
-                if let Ok(c) = CString::new(name) {
-                    out.xattrs.push((c, ext.value_bytes().to_vec()));
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
