@@ -2,7 +2,8 @@
 //! header and PAX records, and setting them on what the entry created; directory mtimes
 //! are set last, by [`Unpacker::finish`].
 
-use super::{EntryCtx, UnpackError, Unpacker, apply_err, resolve};
+use super::apply::EntryCtx;
+use super::{UnpackError, Unpacker, apply_err, resolve};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, UtimensatFlags, fchmod, futimens, utimensat};
