@@ -40,6 +40,7 @@ mod whiteout;
 pub(crate) use apply::Unpacker;
 use decode::unpack_stream_with;
 use whiteout::present_in;
+
 /// Size of the buffers between file, decompressor, hasher and tar parser, and of file copies.
 const BUF_SIZE: usize = 256 * 1024;
 
