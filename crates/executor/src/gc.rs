@@ -149,3 +149,15 @@ pub async fn collect(root: &Root) -> Result<RunsReport, GcError> {
     root.snapshots()?;
     Ok(report)
 }
+
+impl Root {
+    /// Deletes the blobs and snapshots nothing needs; see [`prune`].
+    pub async fn prune(&self) -> Result<PruneReport, GcError> {
+        prune(self).await
+    }
+
+    /// Cleans what interrupted runs, pulls and unpacks left; see [`collect`].
+    pub async fn gc(&self) -> Result<RunsReport, GcError> {
+        collect(self).await
+    }
+}

@@ -4,10 +4,10 @@
 //!
 //! Opening a part cleans what killed processes left in it (temp files, temp
 //! directories and their mounts), so each is opened when a command needs it, not all up
-//! front: `executor images` never touches the snapshot cache.
+//! front: `executor images` never touches the snapshot cache. `Root::prune` and
+//! `Root::gc` are in [`crate::gc`], with the policy.
 
-use crate::gc::{self, GcError, PruneReport};
-use crate::runs::{GcReport, Runs, RunsError};
+use crate::runs::{Runs, RunsError};
 use crate::snapshot::{SnapshotError, Snapshotter};
 use crate::store::{Store, StoreError};
 use std::path::{Path, PathBuf};
@@ -85,15 +85,5 @@ impl Root {
             root: self.path.clone(),
             source: Box::new(source),
         })
-    }
-
-    /// Deletes the blobs and snapshots nothing needs; see [`gc::prune`].
-    pub async fn prune(&self) -> Result<PruneReport, GcError> {
-        gc::prune(self).await
-    }
-
-    /// Cleans what interrupted runs, pulls and unpacks left; see [`gc::collect`].
-    pub async fn gc(&self) -> Result<GcReport, GcError> {
-        gc::collect(self).await
     }
 }
