@@ -11,6 +11,7 @@
 //! The Kubernetes configuration comes from `KUBECONFIG` or the in-cluster
 //! service account, as `kube` infers it ([`ArgoRunner::infer`]).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod status;
 pub mod validate;

@@ -4,6 +4,7 @@
 //! the Kubernetes API is found through `KUBECONFIG` or the in-cluster service
 //! account. `ARGO_RUNNER_STATUS_REPORTER=k8s-secret` also reports the start status
 //! to the Action's Secret (see [`argo_runner::status`]).
+#![forbid(unsafe_code)]
 
 use argo_runner::ArgoRunner;
 use argo_runner::status::{REPORTER_VAR, ReporterChoice, SecretAndFile};

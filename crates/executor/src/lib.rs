@@ -25,6 +25,7 @@ pub mod unpack;
 pub mod user;
 
 pub mod lifecycle;
+pub mod mount;
 pub mod report;
 pub mod run;
 pub mod runs;

@@ -21,6 +21,7 @@
 //! Tests act as other controllers through the direct methods ([`FakeApiServer::set_status`],
 //! [`FakeApiServer::delete`], [`FakeApiServer::compact`], ...).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod http;
 mod resource;

@@ -40,6 +40,7 @@
 //! }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod config;
 /// The runner context and Go durations, from the contract crate.

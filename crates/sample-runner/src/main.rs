@@ -15,6 +15,7 @@
 //!
 //! In a dry run it writes no artifact. The args are echoed on purpose, for the
 //! demo: a real runner never prints its args, which may hold secrets.
+#![forbid(unsafe_code)]
 
 use anyhow::Context as _;
 use runner::{BoxError, Ctx, GoDuration, Runner, StartInput, StartOutput, WaitInput, WaitOutput};

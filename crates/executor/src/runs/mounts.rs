@@ -1,16 +1,14 @@
-//! The mounts under a run directory, read from `/proc/self/mountinfo`, and
-//! unmounting them.
+//! The mounts under a run directory ([`crate::mount`]'s table), and unmounting them.
 
 use super::RunsError;
 use std::path::{Path, PathBuf};
 
 /// Mount points at or under `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mounts: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|escaped| PathBuf::from(unescape_mount_path(escaped)))
+    let mut mounts: Vec<PathBuf> = crate::mount::read()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mount_point)
         .filter(|p| p.starts_with(dir))
         .collect();
     mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -49,38 +47,5 @@ pub fn unmount_under(dir: &Path) -> Result<(), RunsError> {
             path,
             source: nix::Error::EBUSY,
         }),
-    }
-}
-
-/// Undoes the octal escapes (`\040` for a space) of paths in mountinfo.
-fn unescape_mount_path(escaped: &str) -> String {
-    let bytes = escaped.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() {
-            let digits = &escaped[i + 1..i + 4];
-            if let Ok(b) = u8::from_str_radix(digits, 8) {
-                out.push(b);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_mount_path(r"/a\040b/c"), "/a b/c");
-        assert_eq!(unescape_mount_path(r"/tab\011x"), "/tab\tx");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
-        assert_eq!(unescape_mount_path(r"/end\04"), r"/end\04");
     }
 }

@@ -191,16 +191,11 @@ impl CliRuntime {
 
 /// Whether cgroup2 is mounted at [`HYBRID_CGROUP2`] next to cgroup v1.
 fn is_hybrid_cgroup_host() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|info| {
-            info.lines().any(|line| {
-                let mut fields = line.split(' ');
-                let mount_point = fields.nth(4);
-                let fs_type = line.split(" - ").nth(1).and_then(|r| r.split(' ').next());
-                mount_point == Some(HYBRID_CGROUP2) && fs_type == Some("cgroup2")
-            })
-        })
-        .unwrap_or(false)
+    crate::mount::read().is_ok_and(|table| {
+        table
+            .iter()
+            .any(|m| m.mount_point == Path::new(HYBRID_CGROUP2) && m.fs_type == "cgroup2")
+    })
 }
 
 #[async_trait]

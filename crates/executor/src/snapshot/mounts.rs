@@ -173,19 +173,12 @@ pub fn mounted_lowers() -> Result<MountedLowers, SnapshotError> {
 /// [`mounted_lowers`] on the text of a mountinfo file.
 pub fn parse_mounted_lowers(mountinfo: &str) -> MountedLowers {
     let mut out = MountedLowers::default();
-    for line in mountinfo.lines() {
-        // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE SOURCE SUPER_OPTS`
-        let Some((head, tail)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut tail = tail.split(' ');
-        if tail.next() != Some("overlay") {
+    for mount in crate::mount::parse(mountinfo) {
+        if mount.fs_type != "overlay" {
             continue;
         }
-        let super_opts = tail.nth(1).unwrap_or("");
-        let mount_point = head.split(' ').nth(4).unwrap_or("");
         let mut unmapped = false;
-        for opt in super_opts.split(',') {
+        for opt in mount.super_options.split(',') {
             let Some((key, value)) = opt.split_once('=') else {
                 continue;
             };
@@ -196,38 +189,15 @@ pub fn parse_mounted_lowers(mountinfo: &str) -> MountedLowers {
                 if dir.starts_with("/proc/") {
                     unmapped = true;
                 } else {
-                    out.dirs.insert(PathBuf::from(unescape_mountinfo(dir)));
+                    out.dirs.insert(PathBuf::from(crate::mount::unescape(dir)));
                 }
             }
         }
         if unmapped {
-            out.unmapped
-                .push(PathBuf::from(unescape_mountinfo(mount_point)));
+            out.unmapped.push(mount.mount_point);
         }
     }
     out
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space) in a path field.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(Ok(v)) = bytes
-                .get(i + 1..i + 4)
-                .and_then(|d| std::str::from_utf8(d).ok())
-                .map(|d| u8::from_str_radix(d, 8))
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
