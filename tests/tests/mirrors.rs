@@ -5,7 +5,7 @@ mod common;
 
 use common::{empty_store, pull_error, pull_options, source};
 use executor::pull::{PullOptions, pull};
-use executor::registries_conf::RegistriesConf;
+use executor::source::registries_conf::RegistriesConf;
 use integration_tests::{BuiltImage, Fault, FaultProxy, Registry, Times, push_marked_image};
 use std::path::Path;
 use std::sync::Arc;

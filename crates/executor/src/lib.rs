@@ -1,7 +1,6 @@
 //! The executor: pull a runner image, prepare an OCI bundle, run it with an OCI runtime.
 #![deny(missing_docs)]
 
-pub mod auth;
 pub mod bundle;
 pub mod capabilities;
 pub mod digest;
@@ -9,10 +8,8 @@ pub mod error;
 pub mod gc;
 pub mod network;
 pub mod pack;
-pub mod proxy;
 pub mod pull;
 pub mod reference;
-pub mod registries_conf;
 pub mod root;
 pub mod seccomp;
 pub mod snapshot;

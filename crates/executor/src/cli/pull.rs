@@ -1,11 +1,11 @@
 //! `executor pull`.
 
 use super::GlobalArgs;
-use executor::proxy::ProxyConfig;
 use executor::pull::{PullOptions, pull, pull_and_unpack};
 use executor::reference::ImageSource;
-use executor::registries_conf::RegistriesConf;
 use executor::source::Platform;
+use executor::source::proxy::ProxyConfig;
+use executor::source::registries_conf::RegistriesConf;
 use executor::source::registry::RegistryOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,10 +56,10 @@ impl RegistryArgs {
     pub fn pull_options(&self) -> anyhow::Result<PullOptions> {
         let conf_paths = match &self.registries_conf {
             Some(path) => vec![path.clone()],
-            None => executor::registries_conf::default_paths(),
+            None => executor::source::registries_conf::default_paths(),
         };
         let registries = RegistriesConf::load(&conf_paths)?;
-        // The environment is read here, once, by the rules of `executor::proxy`.
+        // The environment is read here, once, by the rules of `executor::source::proxy`.
         let proxy = ProxyConfig::from_env()?;
         let policy = executor::trust::load_policy(
             self.signature_policy.as_deref(),

@@ -33,8 +33,7 @@
 
 use crate::reference::ImageSource;
 use crate::snapshot::{SnapshotError, Snapshotter};
-use crate::source::layout::LayoutReader;
-use crate::source::registry::{RegistryOptions, RegistryReader};
+use crate::source::registry::RegistryOptions;
 use crate::source::{
     CONFIG_MEDIA_TYPES, ImageReader, LAYER_MEDIA_TYPES, Manifest, Platform, SourceError,
     parse_manifest, select_platform, verify_bytes,
@@ -185,18 +184,11 @@ async fn pull_into(
     opts: &PullOptions,
 ) -> Result<ImageRecord, PullError> {
     let reference = source.to_string();
-    let reader: Box<dyn ImageReader> = match source {
-        ImageSource::Registry(r) => Box::new(
-            RegistryReader::new(r.clone(), &opts.registry).map_err(|source| PullError::Source {
-                reference: reference.clone(),
-                source,
-            })?,
-        ),
-        ImageSource::Layout {
-            path,
-            tag_or_digest,
-        } => Box::new(LayoutReader::new(path, tag_or_digest)),
-    };
+    let reader =
+        crate::source::reader_for(source, &opts.registry).map_err(|source| PullError::Source {
+            reference: reference.clone(),
+            source,
+        })?;
     Puller {
         store,
         snapshots: snapshots.filter(|s| s.uses_overlay()),

@@ -4,7 +4,10 @@
 //! Also the pure parts of resolving an image: recognising manifest kinds and picking a
 //! platform from an index.
 
+pub mod auth;
 pub mod layout;
+pub mod proxy;
+pub mod registries_conf;
 pub mod registry;
 
 use async_trait::async_trait;
@@ -137,7 +140,7 @@ pub enum SourceError {
     },
     /// `registries.conf` refuses the reference (blocked) or maps it to no valid one.
     #[error(transparent)]
-    Config(crate::registries_conf::RegistriesConfError),
+    Config(crate::source::registries_conf::RegistriesConfError),
     /// Every endpoint of the image (its mirrors, then its primary location) failed.
     #[error("every endpoint failed: {}", .failures.iter().map(|f| format!("{}: {}", f.endpoint, f.error)).collect::<Vec<_>>().join("; "))]
     AllEndpointsFailed {
@@ -216,6 +219,24 @@ pub trait ImageReader: Send + Sync {
     /// answers the referrers API (a layout: the signature manifests `cosign save` listed
     /// in it); `None` where it does not, and the caller falls back to the referrers tag.
     async fn referrers(&self, digest: &Digest) -> Result<Option<Bytes>, SourceError>;
+}
+
+/// The reader for an image: its registry's endpoints (mirrors first, with `opts`), or
+/// its OCI layout. Does no I/O.
+pub fn reader_for(
+    source: &crate::reference::ImageSource,
+    opts: &registry::RegistryOptions,
+) -> Result<Box<dyn ImageReader>, SourceError> {
+    use crate::reference::ImageSource;
+    Ok(match source {
+        ImageSource::Registry(reference) => {
+            Box::new(registry::RegistryReader::new(reference.clone(), opts)?)
+        }
+        ImageSource::Layout {
+            path,
+            tag_or_digest,
+        } => Box::new(layout::LayoutReader::new(path, tag_or_digest)),
+    })
 }
 
 /// An OS/architecture[/variant] triple, as `--platform` takes it (`linux/arm64/v8`).

@@ -7,9 +7,9 @@ use super::RegistryOptions;
 use super::classify::{
     classify, classify_reqwest, content_range_start, parse_digest, parse_retry_after,
 };
-use crate::auth::{self, Credentials};
 use crate::error::error_chain;
-use crate::registries_conf::PullSource;
+use crate::source::auth::{self, Credentials};
+use crate::source::registries_conf::PullSource;
 use crate::source::{ByteStream, SourceError, verify_bytes};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -44,7 +44,7 @@ enum BlobAuth {
 
 /// The `NO_PROXY` list given to oci-client for an endpoint reached directly, with a
 /// proxy that no host therefore uses: with no proxy configured at all, reqwest would
-/// read the environment itself, by other rules than [`crate::proxy`]'s. (reqwest's `*`
+/// read the environment itself, by other rules than [`crate::source::proxy`]'s. (reqwest's `*`
 /// does not cover IP addresses, hence the two networks.)
 const NO_HOST: &str = "*,0.0.0.0/0,::/0";
 

@@ -6,7 +6,7 @@
 //! `Content-Range` to be sure a resumed download continues where ours stopped.
 //!
 //! An image may be reachable at several endpoints: the mirrors `registries.conf` names
-//! for it, then its primary location ([`crate::registries_conf`]). They are tried in
+//! for it, then its primary location ([`crate::source::registries_conf`]). They are tried in
 //! that order, as containers-image does: the first that serves the manifest is used for
 //! the rest of the pull, and any failure (unreachable, 5xx, 404, refused credentials, a
 //! manifest that does not match a pinned digest) moves on to the next endpoint, for the
@@ -14,7 +14,7 @@
 //! its error. Nothing a mirror sends is trusted: blobs and manifests are verified
 //! against their digests as always.
 //!
-//! Every HTTP client built here takes its proxy from [`crate::proxy`], never from
+//! Every HTTP client built here takes its proxy from [`crate::source::proxy`], never from
 //! reqwest's own reading of the environment.
 
 mod certs;
@@ -22,8 +22,8 @@ mod classify;
 mod endpoint;
 
 use super::{ByteStream, EndpointFailure, ImageReader, SourceError};
-use crate::proxy::ProxyConfig;
-use crate::registries_conf::RegistriesConf;
+use crate::source::proxy::ProxyConfig;
+use crate::source::registries_conf::RegistriesConf;
 use async_trait::async_trait;
 use bytes::Bytes;
 use certs::read_certificates;
@@ -41,7 +41,7 @@ pub struct RegistryOptions {
     /// Registries (`host[:port]`) spoken to over plain HTTP. Nothing else is: not even
     /// `localhost` (unlike podman), so plain HTTP is always an explicit choice.
     pub insecure_registries: Vec<String>,
-    /// An auth file to use before the standard ones (see [`crate::auth`]).
+    /// An auth file to use before the standard ones (see [`crate::source::auth`]).
     pub auth_file: Option<PathBuf>,
     /// A directory of extra CA certificates (`*.crt`, `*.pem`, `*.der`) to trust, like podman's
     /// `--cert-dir`.

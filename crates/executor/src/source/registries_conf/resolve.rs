@@ -130,7 +130,7 @@ fn host_of(location: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use crate::registries_conf::test_support::{conf, sources};
+    use crate::source::registries_conf::test_support::{conf, sources};
 
     const DIGEST: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 

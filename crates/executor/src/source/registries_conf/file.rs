@@ -353,7 +353,7 @@ fn log_unknown_keys(text: &str, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registries_conf::test_support::{conf, sources, write};
+    use crate::source::registries_conf::test_support::{conf, sources, write};
 
     fn conf_error(text: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
