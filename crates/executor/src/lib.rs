@@ -23,7 +23,6 @@ pub mod user;
 
 pub mod lifecycle;
 pub mod mount;
-pub mod report;
 pub mod run;
 pub mod runs;
 pub mod runtime;

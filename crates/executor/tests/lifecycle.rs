@@ -5,7 +5,7 @@
 mod support;
 
 use executor::lifecycle::{self, Exit, LifecycleError, LifecycleOptions, Stop, StopReason};
-use executor::report::{Outcome, Reporter};
+use executor::run::report::{Outcome, Reporter};
 use executor::run::{self, ExistingBundle, RunOptions};
 use executor::runs::{RunDir, Runs};
 use executor::runtime::{Runtime, RuntimeKind};

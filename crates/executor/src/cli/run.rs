@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use executor::bundle::InputBytes;
 use executor::lifecycle::{self, LifecycleOptions};
 use executor::reference::ImageSource;
-use executor::report::{Reporter, ReporterKind};
+use executor::run::report::{Reporter, ReporterKind};
 use executor::run::{ExistingBundle, ImageBundle, Prepare, RunOptions};
 use executor::runtime::RuntimeKind;
 use runner_contract::{Context, GoDuration};
