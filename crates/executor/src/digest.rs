@@ -12,7 +12,10 @@ pub fn from_sha256_sum(sum: impl AsRef<[u8]>) -> Digest {
 /// `sha256:<hex>` for 64 lower-case hex digits; `None` for anything else.
 pub fn from_sha256_hex(hex: &str) -> Option<Digest> {
     let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    valid.then(|| Digest::from_str(&format!("sha256:{hex}")).ok())?
+    if !valid {
+        return None;
+    }
+    Digest::from_str(&format!("sha256:{hex}")).ok()
 }
 
 /// The sha256 digest of some bytes.

@@ -60,12 +60,7 @@ pub(super) fn copy_diff(src: &Path, dest: &Path) -> nix::Result<()> {
 fn copy_dir(src: OwnedFd, dst: BorrowedFd<'_>) -> nix::Result<()> {
     let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mut d = nix::dir::Dir::from_fd(src)?;
-    let names: Vec<Vec<u8>> = d
-        .iter()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_bytes().to_vec())
-        .filter(|n| n != b"." && n != b"..")
-        .collect();
+    let names = crate::unpack::entry_names(&mut d);
     let sfd = d.as_fd();
     for name in names {
         let name = OsStr::from_bytes(&name);

@@ -338,6 +338,15 @@ fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
 
+/// The names in directory `d`, but `.` and `..`, read before the caller changes it.
+pub(crate) fn entry_names(d: &mut nix::dir::Dir) -> Vec<Vec<u8>> {
+    d.iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_bytes().to_vec())
+        .filter(|n| n != b"." && n != b"..")
+        .collect()
+}
+
 /// Removes `name` in `dir` and, if it is a directory, everything below it, without following
 /// symlinks. A missing name is not an error.
 pub(crate) fn remove_all(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> nix::Result<()> {
@@ -353,12 +362,7 @@ pub(crate) fn remove_all(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> nix:
         Mode::empty(),
     )?;
     let mut d = nix::dir::Dir::from_fd(fd)?;
-    let names: Vec<Vec<u8>> = d
-        .iter()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_bytes().to_vec())
-        .filter(|n| n != b"." && n != b"..")
-        .collect();
+    let names = crate::unpack::entry_names(&mut d);
     for child in names {
         remove_all(d.as_fd(), os(&child))?;
     }

@@ -140,12 +140,7 @@ impl Unpacker {
 
     fn clear_untouched(&self, dir: OwnedFd, dir_path: &[u8]) -> nix::Result<()> {
         let mut d = nix::dir::Dir::from_fd(dir)?;
-        let names: Vec<Vec<u8>> = d
-            .iter()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_bytes().to_vec())
-            .filter(|n| n != b"." && n != b"..")
-            .collect();
+        let names = crate::unpack::entry_names(&mut d);
         let dfd = d.as_fd();
         for name in names {
             let mut child = dir_path.to_vec();
